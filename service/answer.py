@@ -1,0 +1,147 @@
+"""Composing an answer: the best-supported sentences of the retrieved passages, each cited."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from service import lexical
+from service.retrieval import Hit, SearchIndex
+
+MAX_ANSWER_CHARS = 500
+DECLINE_TEXT = ("The text does not answer this. The passages below are the closest it has, "
+                "and they may not be relevant.")
+
+# Sentence score = weights . (cosine to the question, share of the question's term weight the
+# sentence contains, the passage's fused retrieval score).
+SENTENCE_WEIGHTS = (0.6, 0.25, 0.15)
+# A second sentence joins the answer when it scores this close to the first.
+SECOND_SENTENCE_RATIO = 0.9
+# Logistic model of P(the best sentence answers the question) from (cosine, term coverage);
+# fitted offline, see README "Quality" for how. Below DECLINE_BELOW the answer is declined.
+CONFIDENCE_COEF = (-7.0, 9.0, 4.0)
+DECLINE_BELOW = 0.5
+
+
+@dataclass(frozen=True)
+class Citation:
+    n: int
+    doc_id: str
+    title: str
+    heading: str
+    start: int
+    end: int
+    text: str
+    score: float
+    highlights: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    answered: bool
+    confidence: float
+    citations: tuple[Citation, ...]
+
+
+@dataclass(frozen=True)
+class ScoredSentence:
+    hit: int  # position in the hit list
+    start: int
+    end: int
+    score: float
+    cosine: float
+    coverage: float
+
+
+def coverage(index: SearchIndex, query_terms: Sequence[str], text: str) -> float:
+    """Share of the question's IDF weight whose terms occur in `text` (0..1)."""
+    weights = {t: index.lexical.term_idf(t) for t in set(query_terms)}
+    total = sum(weights.values())
+    if total <= 0:
+        return 0.0
+    present = set(lexical.terms(text))
+    return sum(w for t, w in weights.items() if t in present) / total
+
+
+def score_sentences(index: SearchIndex, query_vector: np.ndarray, query_terms: Sequence[str],
+                    hits: Sequence[Hit]) -> list[ScoredSentence]:
+    """Every sentence of the hit passages, best first."""
+    scored: list[ScoredSentence] = []
+    w_cos, w_cov, w_hit = SENTENCE_WEIGHTS
+    for h, hit in enumerate(hits):
+        chunk = index.chunks[hit.chunk]
+        text = index.documents[chunk.doc_id].text
+        cosines = index.sentence_matrix(hit.chunk) @ query_vector
+        for (start, end), cos in zip(chunk.sentences, cosines, strict=True):
+            cov = coverage(index, query_terms, text[start:end])
+            score = w_cos * float(cos) + w_cov * cov + w_hit * hit.score
+            scored.append(ScoredSentence(h, start, end, score, float(cos), cov))
+    scored.sort(key=lambda s: -s.score)
+    return scored
+
+
+def confidence(best: ScoredSentence) -> float:
+    bias, w_cos, w_cov = CONFIDENCE_COEF
+    return 1.0 / (1.0 + math.exp(-(bias + w_cos * best.cosine + w_cov * best.coverage)))
+
+
+def compose_answer(index: SearchIndex, query_vector: np.ndarray, query_terms: Sequence[str],
+                   hits: Sequence[Hit]) -> Answer:
+    """Answer from the hits' best sentences; decline when support is too weak."""
+    sentences = score_sentences(index, query_vector, query_terms, hits)
+    if not sentences:
+        return Answer(DECLINE_TEXT, False, 0.0, _citations(index, hits, [], {}))
+    best = sentences[0]
+    conf = confidence(best)
+    if conf < DECLINE_BELOW:
+        return Answer(DECLINE_TEXT, False, round(conf, 3), _citations(index, hits, [], {}))
+    chosen = [best]
+    for other in sentences[1:]:
+        if other.score < SECOND_SENTENCE_RATIO * best.score:
+            break
+        if (other.end - other.start) + (best.end - best.start) + 10 <= MAX_ANSWER_CHARS:
+            chosen.append(other)
+            break
+    # Read in document order when both come from one passage.
+    if len(chosen) == 2 and chosen[0].hit == chosen[1].hit and chosen[1].start < chosen[0].start:
+        chosen.reverse()
+    order = list(dict.fromkeys(s.hit for s in chosen))
+    number = {h: n for n, h in enumerate(order, start=1)}
+    parts: list[str] = []
+    highlights: dict[int, list[tuple[int, int]]] = {}
+    budget = MAX_ANSWER_CHARS
+    for s in chosen:
+        doc = index.documents[index.chunks[hits[s.hit].chunk].doc_id]
+        end = _clip(doc.text, s.start, s.end, budget - 6)
+        quote = doc.text[s.start : end] + ("…" if end < s.end else "")
+        parts.append(f"{quote} [{number[s.hit]}]")
+        highlights.setdefault(s.hit, []).append((s.start, end))
+        budget -= len(parts[-1]) + 1
+    return Answer(" ".join(parts), True, round(conf, 3),
+                  _citations(index, hits, order, highlights))
+
+
+def _clip(text: str, start: int, end: int, limit: int) -> int:
+    """End of the longest prefix of text[start:end] within `limit` characters, at a word break."""
+    if end - start <= limit:
+        return end
+    cut = text.rfind(" ", start, start + limit)
+    return cut if cut > start else start + limit
+
+
+def _citations(index: SearchIndex, hits: Sequence[Hit], used: list[int],
+               highlights: dict[int, list[tuple[int, int]]]) -> tuple[Citation, ...]:
+    """Passages the answer quotes first (in the order quoted), then the rest by rank."""
+    order = used + [h for h in range(len(hits)) if h not in used]
+    out = []
+    for n, h in enumerate(order, start=1):
+        chunk = index.chunks[hits[h].chunk]
+        doc = index.documents[chunk.doc_id]
+        out.append(Citation(n, doc.id, doc.title, chunk.heading, chunk.start, chunk.end,
+                            doc.text[chunk.start : chunk.end], round(hits[h].score, 4),
+                            tuple(sorted(highlights.get(h, [])))))
+    return tuple(out)

@@ -1,0 +1,194 @@
+"""HTTP routes for asking, chatting, reading documents and checking health."""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import BaseModel, Field, field_validator
+
+from service.answer import Answer
+from service.conversation import standalone_query
+from service.engine import Engine, NotReady, Snapshot
+
+MAX_QUESTION_CHARS = 1000
+MAX_MESSAGE_CHARS = 4000
+
+
+def clean_text(value: str, limit: int, what: str) -> str:
+    """NFKC-normalized, trimmed text; refuses control characters and lone surrogates."""
+    for ch in value:
+        cat = unicodedata.category(ch)
+        if cat == "Cs":
+            raise ValueError(f"{what} contains an invalid character (lone surrogate)")
+        if cat == "Cc" and ch not in "\t\n":
+            raise ValueError(f"{what} contains a control character (U+{ord(ch):04X})")
+    text = unicodedata.normalize("NFKC", value).strip()
+    if not text:
+        raise ValueError(f"{what} must not be empty")
+    if len(text) > limit:
+        raise ValueError(f"{what} is {len(text)} characters; the limit is {limit}")
+    return text
+
+
+TopK = Annotated[int, Field(ge=1, le=50, strict=True, description="How many passages to cite.")]
+
+
+class AskRequest(BaseModel):
+    question: str = Field(description="1–1000 characters after NFKC normalization and trimming.")
+    top_k: TopK = 3
+
+    @field_validator("question")
+    @classmethod
+    def _question(cls, value: str) -> str:
+        return clean_text(value, MAX_QUESTION_CHARS, "question")
+
+
+class Message(BaseModel):
+    role: Literal["user", "assistant"]
+    content: str
+
+    @field_validator("content")
+    @classmethod
+    def _content(cls, value: str) -> str:
+        return clean_text(value, MAX_MESSAGE_CHARS, "message content")
+
+
+class ChatRequest(BaseModel):
+    messages: list[Message] = Field(min_length=1, max_length=20)
+    top_k: TopK = 3
+
+    @field_validator("messages")
+    @classmethod
+    def _last_is_question(cls, value: list[Message]) -> list[Message]:
+        if value[-1].role != "user":
+            raise ValueError("the last message must be the user's question")
+        if len(value[-1].content) > MAX_QUESTION_CHARS:
+            raise ValueError(f"the question is over {MAX_QUESTION_CHARS} characters")
+        return value
+
+
+class Highlight(BaseModel):
+    start: int
+    end: int
+
+
+class CitationOut(BaseModel):
+    n: int
+    doc_id: str
+    title: str
+    heading: str
+    start: int
+    end: int
+    text: str
+    score: float
+    highlights: list[Highlight]
+
+
+class AskResponse(BaseModel):
+    question: str
+    answer: str
+    answered: bool
+    confidence: float
+    citations: list[CitationOut]
+    index_version: str
+    took_ms: float
+
+
+class ChatResponse(AskResponse):
+    query: str = Field(description="The standalone question retrieval used.")
+
+
+class DocumentOut(BaseModel):
+    doc_id: str
+    title: str
+    text: str
+    index_version: str
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
+    index_version: str
+    documents: int
+    chunks: int
+    model: str
+    encoder: str
+    built_at: str
+
+
+def get_engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def get_snapshot(engine: Annotated[Engine, Depends(get_engine)]) -> Snapshot:
+    try:
+        return engine.snapshot
+    except NotReady as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "2"}) from exc
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+SnapshotDep = Annotated[Snapshot, Depends(get_snapshot)]
+
+
+def _response(question: str, answer: Answer, snapshot: Snapshot, started: float) -> AskResponse:
+    citations = [
+        CitationOut(n=c.n, doc_id=c.doc_id, title=c.title, heading=c.heading, start=c.start,
+                    end=c.end, text=c.text, score=c.score,
+                    highlights=[Highlight(start=s, end=e) for s, e in c.highlights])
+        for c in answer.citations
+    ]
+    return AskResponse(question=question, answer=answer.text, answered=answer.answered,
+                       confidence=answer.confidence, citations=citations,
+                       index_version=snapshot.version,
+                       took_ms=round((time.perf_counter() - started) * 1000, 2))
+
+
+router = APIRouter()
+
+
+@router.post("/api/ask", response_model=AskResponse, tags=["questions"])
+def ask(body: AskRequest, engine: EngineDep, snapshot: SnapshotDep) -> AskResponse:
+    """Answer one question with cited passages."""
+    started = time.perf_counter()
+    answer = engine.ask(snapshot, body.question, body.top_k)
+    return _response(body.question, answer, snapshot, started)
+
+
+@router.post("/api/chat", response_model=ChatResponse, tags=["questions"])
+def chat(body: ChatRequest, engine: EngineDep, snapshot: SnapshotDep) -> ChatResponse:
+    """Answer the last user message, reading earlier turns to resolve follow-ups."""
+    started = time.perf_counter()
+    query = standalone_query([m.content for m in body.messages if m.role == "user"])
+    answer = engine.ask(snapshot, query, body.top_k)
+    base = _response(body.messages[-1].content, answer, snapshot, started)
+    return ChatResponse(**base.model_dump(), query=query)
+
+
+@router.get("/api/documents/{doc_id:path}", response_model=DocumentOut, tags=["documents"])
+def document(doc_id: str, snapshot: SnapshotDep) -> DocumentOut:
+    """The full text a citation's offsets point into."""
+    doc = snapshot.index.documents.get(doc_id)
+    if doc is None:
+        raise HTTPException(404, f"no document {doc_id!r} in index {snapshot.version}")
+    return DocumentOut(doc_id=doc.id, title=doc.title, text=doc.text,
+                       index_version=snapshot.version)
+
+
+@router.get("/healthz", tags=["health"])
+def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=Ready, tags=["health"])
+def readyz(snapshot: SnapshotDep) -> Ready:
+    """Readiness: an index version is loaded."""
+    manifest = snapshot.index.manifest
+    return Ready(status="ready", index_version=snapshot.version,
+                 documents=len(snapshot.index.documents), chunks=len(snapshot.index.chunks),
+                 model=manifest["model"]["name"], encoder=manifest["encoder"]["kind"],
+                 built_at=manifest["built_at"])

@@ -1,0 +1,95 @@
+"""The ASGI app factory: `uvicorn --factory service.app:create_app`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+
+from service import store
+from service.api import router
+from service.encoder import Encoder, describe_model
+from service.engine import Engine
+from service.limits import BodyLimitMiddleware
+from service.retrieval import check_compatible
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """The service cannot start; the message says what to run."""
+
+
+def check_startup(settings: Settings, encoder: Encoder | None = None) -> None:
+    """Fail at boot, with the fix in the message, when there is nothing usable to serve."""
+    index_dir, corpus_dir = settings.index_dir, settings.corpus_dir
+    version = store.current_version(index_dir)
+    if version is None:
+        if not corpus_dir.is_dir() or not any(corpus_dir.iterdir()):
+            raise StartupError(
+                f"no index in {index_dir}/ and no documents in {corpus_dir}/: put .txt, .md, "
+                f".html or .jsonl files in {corpus_dir}/ and run `make index` (or `make serve`)")
+        raise StartupError(f"no index in {index_dir}/: run `make index` (or `make serve`)")
+    manifest = store.read_manifest(index_dir / "versions" / version)
+    model = encoder.model if encoder else describe_model(settings.model_dir)
+    check_compatible(manifest, model, encoder.kind if encoder else settings.encoder)
+
+
+def _safe(text: object) -> str:
+    # Lone surrogates cannot be encoded as UTF-8; never let them reach the response.
+    return str(text).encode("utf-8", "replace").decode("utf-8")
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 in FastAPI's shape, without echoing the input back (it may be huge or unencodable)."""
+    assert isinstance(exc, RequestValidationError)
+    detail = [{"type": e.get("type", ""), "loc": [_safe(p) for p in e.get("loc", ())],
+               "msg": _safe(e.get("msg", ""))} for e in exc.errors()]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def create_app(settings: Settings | None = None, *, encoder: Encoder | None = None) -> FastAPI:
+    """Build the app for `settings` (default: from the environment). `encoder` replaces the
+    configured one, for tests."""
+    settings = settings or Settings()
+    try:
+        check_startup(settings, encoder)
+    except store.IndexUnavailable as exc:
+        raise StartupError(str(exc)) from exc
+    engine = Engine(settings, encoder.model if encoder else describe_model(settings.model_dir),
+                    encoder)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine.load()
+        yield
+
+    app = FastAPI(
+        title="Cited Q&A",
+        summary="Answers questions about a body of text with verbatim, checkable citations.",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
+    )
+    app.state.engine = engine
+    app.state.settings = settings
+    app.include_router(router)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.allowed_origins,
+        allow_methods=["GET", "POST"],
+        allow_headers=["Content-Type"],
+        allow_credentials=False,
+        max_age=600,
+    )
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    return app

@@ -1,0 +1,214 @@
+"""Reading source files into documents whose text is exactly what citations point into."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = (".txt", ".md", ".html", ".htm", ".jsonl")
+
+
+@dataclass(frozen=True)
+class Document:
+    id: str
+    title: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A source the build could not use, and why (shown to whoever runs the build)."""
+
+    source: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.reason}"
+
+
+class CorpusError(Exception):
+    """The corpus cannot be used at all (no usable documents, duplicate ids, missing folder)."""
+
+
+def decode(data: bytes, max_bytes: int) -> str:
+    """Decode file bytes the way `Path.read_text(encoding="utf-8")` does, or raise ValueError."""
+    if len(data) > max_bytes:
+        raise ValueError(f"file is {len(data):,} bytes, over the {max_bytes:,}-byte limit")
+    if b"\x00" in data[:8192]:
+        raise ValueError("binary file (contains NUL bytes)")
+    try:
+        # Universal newlines, like read_text: a citation checked with read_text must match.
+        text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", newline=None).read()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not valid UTF-8 (byte {exc.start}: {exc.reason})") from None
+    if not text.strip():
+        raise ValueError("empty file")
+    return text
+
+
+def parse_file(doc_id: str, data: bytes, max_bytes: int) -> tuple[list[Document], list[Problem]]:
+    """Turn one file's bytes into documents; `doc_id` is its path relative to the corpus folder."""
+    try:
+        text = decode(data, max_bytes)
+    except ValueError as exc:
+        return [], [Problem(doc_id, str(exc))]
+    suffix = Path(doc_id).suffix.lower()
+    if suffix == ".jsonl":
+        return _parse_jsonl(doc_id, text)
+    if suffix in (".html", ".htm"):
+        title, visible = html_to_text(text)
+        if not visible.strip():
+            return [], [Problem(doc_id, "no visible text in the HTML")]
+        return [Document(doc_id, title or _first_line(visible) or doc_id, visible)], []
+    if suffix in (".txt", ".md"):
+        return [Document(doc_id, _first_line(text) or doc_id, text)], []
+    return [], [Problem(doc_id, f"unsupported file type {suffix!r}")]
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        line = line.strip().lstrip("#").strip()
+        if line:
+            return line[:200]
+    return ""
+
+
+def _parse_jsonl(source: str, text: str) -> tuple[list[Document], list[Problem]]:
+    docs: list[Document] = []
+    problems: list[Problem] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{source}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problems.append(Problem(where, f"not valid JSON ({exc.msg})"))
+            continue
+        if not isinstance(record, dict):
+            problems.append(Problem(where, "a record must be a JSON object"))
+            continue
+        raw_id = record.get("_id", record.get("id"))
+        body = record.get("text")
+        if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool) or str(raw_id) == "":
+            problems.append(Problem(where, 'record has no "_id" or "id"'))
+            continue
+        if not isinstance(body, str) or not body.strip():
+            problems.append(Problem(where, 'record has no non-empty "text"'))
+            continue
+        title = record.get("title")
+        docs.append(Document(str(raw_id), title.strip() if isinstance(title, str) else "", body))
+    if not docs and not problems:
+        problems.append(Problem(source, "no records"))
+    return docs, problems
+
+
+def iter_files(corpus_dir: Path) -> Iterator[Path]:
+    """Supported files under the corpus folder, in a stable order; hidden files are skipped."""
+    for path in sorted(corpus_dir.rglob("*")):
+        rel = path.relative_to(corpus_dir)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if path.is_file() and path.suffix.lower() in SUFFIXES:
+            yield path
+
+
+def read_documents(corpus_dir: Path, max_bytes: int) -> tuple[list[Document], list[Problem]]:
+    """Read every supported file; unusable files become problems, duplicate ids an error."""
+    if not corpus_dir.is_dir():
+        raise CorpusError(f"corpus folder {corpus_dir} does not exist")
+    docs: list[Document] = []
+    problems: list[Problem] = []
+    seen: dict[str, str] = {}
+    for path in iter_files(corpus_dir):
+        rel = path.relative_to(corpus_dir).as_posix()
+        file_docs, file_problems = parse_file(rel, path.read_bytes(), max_bytes)
+        problems.extend(file_problems)
+        for doc in file_docs:
+            if doc.id in seen:
+                raise CorpusError(
+                    f"duplicate document id {doc.id!r}: in {seen[doc.id]} and in {rel}"
+                )
+            seen[doc.id] = rel
+            docs.append(doc)
+    for problem in problems:
+        log.warning("skipped %s", problem)
+    if not docs:
+        detail = "; ".join(str(p) for p in problems) or "no .txt, .md, .html or .jsonl files"
+        raise CorpusError(f"no usable documents in {corpus_dir}: {detail}")
+    return docs, problems
+
+
+_BLOCK_TAGS = frozenset(
+    "address article aside blockquote br dd details div dl dt fieldset figcaption figure footer "
+    "form h1 h2 h3 h4 h5 h6 header hr li main nav ol p pre section summary table td th tr "
+    "ul".split()
+)
+_HIDDEN_TAGS = frozenset("script style noscript template head svg iframe object canvas".split())
+
+
+class _VisibleText(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.title_parts: list[str] = []
+        self.hidden = 0
+        self.in_title = False
+        self.pre = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "title":
+            self.in_title = True
+        elif tag in _HIDDEN_TAGS:
+            self.hidden += 1
+        elif tag == "pre":
+            self.pre += 1
+        if tag in _BLOCK_TAGS:
+            self.parts.append("\n\n" if tag.startswith("h") or tag in ("p", "li", "tr") else "\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "title":
+            self.in_title = False
+        elif tag in _HIDDEN_TAGS:
+            self.hidden = max(0, self.hidden - 1)
+        elif tag == "pre":
+            self.pre = max(0, self.pre - 1)
+        if tag in _BLOCK_TAGS:
+            self.parts.append("\n\n")
+
+    def handle_data(self, data: str) -> None:
+        if self.in_title:
+            self.title_parts.append(data)
+        elif not self.hidden:
+            self.parts.append(data if self.pre else _squash(data))
+
+
+def _squash(data: str) -> str:
+    # Keep one space at either edge so inline tags do not glue words together.
+    core = " ".join(data.split())
+    if not core:
+        return " " if data else ""
+    lead = " " if data[:1].isspace() else ""
+    trail = " " if data[-1:].isspace() else ""
+    return f"{lead}{core}{trail}"
+
+
+def html_to_text(markup: str) -> tuple[str, str]:
+    """Visible text of an HTML page (blocks on their own lines) and its <title>."""
+    parser = _VisibleText()
+    parser.feed(markup)
+    parser.close()
+    lines = [line.strip() for line in "".join(parser.parts).split("\n")]
+    out: list[str] = []
+    for line in lines:
+        if line or (out and out[-1]):
+            out.append(line)
+    text = "\n".join(out).strip("\n") + "\n"
+    return " ".join("".join(parser.title_parts).split()), text

@@ -1,0 +1,134 @@
+"""The served state: one loaded index version with its encoder, swapped whole on reload."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from service import lexical, store
+from service.answer import Answer, compose_answer
+from service.encoder import Encoder, EncoderError, ModelInfo, OnnxEncoder, TorchEncoder
+from service.retrieval import Hit, SearchIndex, check_compatible, load_index, retrieve
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class NotReady(Exception):
+    """No index version is loaded yet."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one request uses from start to end, so it never mixes two versions."""
+
+    index: SearchIndex
+    encoder: Encoder
+
+    @property
+    def version(self) -> str:
+        return self.index.version
+
+    def search(self, question: str, k: int) -> tuple[np.ndarray, list[str], list[Hit]]:
+        query_vector = self.encoder.encode_queries([question])[0]
+        terms = lexical.terms(question)
+        return query_vector, terms, retrieve(self.index, query_vector, terms, k)
+
+    def ask(self, question: str, k: int) -> Answer:
+        query_vector, terms, hits = self.search(question, k)
+        return compose_answer(self.index, query_vector, terms, hits)
+
+
+class Engine:
+    """Loads versions, hands out snapshots, caches answers per version."""
+
+    def __init__(self, settings: Settings, model: ModelInfo, encoder: Encoder | None = None):
+        self.settings = settings
+        self.model = model
+        self._fixed_encoder = encoder
+        self._snapshot: Snapshot | None = None
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[tuple[str, str, int], Answer] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    @property
+    def index_dir(self) -> Path:
+        return self.settings.index_dir
+
+    @property
+    def snapshot(self) -> Snapshot:
+        snap = self._snapshot
+        if snap is None:
+            raise NotReady("the index is not loaded yet")
+        return snap
+
+    @property
+    def ready(self) -> bool:
+        return self._snapshot is not None
+
+    def _encoder_for(self, index: SearchIndex) -> Encoder:
+        kind = index.manifest.get("encoder", {}).get("kind")
+        if self._fixed_encoder is not None:
+            check_compatible(index.manifest, self._fixed_encoder.model, self._fixed_encoder.kind)
+            return self._fixed_encoder
+        check_compatible(index.manifest, self.model, str(kind))
+        current = self._snapshot
+        if current and current.index.manifest.get("encoder") == index.manifest.get("encoder"):
+            return current.encoder
+        if kind == OnnxEncoder.kind:
+            record = index.manifest["encoder"]
+            folder = self.index_dir / record["folder"]
+            for name, digest in record.get("files", {}).items():
+                path = folder / name
+                if not path.is_file() or store.sha256_file(path) != digest:
+                    raise store.IndexUnavailable(
+                        f"encoder file {path} is missing or damaged: run `make index`")
+            try:
+                return OnnxEncoder(folder, self.model, threads=1)
+            except EncoderError as exc:
+                raise store.IndexUnavailable(str(exc)) from exc
+        if kind == TorchEncoder.kind:
+            return TorchEncoder(self.model, threads=1)
+        raise store.IndexUnavailable(f"index uses unknown encoder {kind!r}: run `make index`")
+
+    def load(self, version: str | None = None) -> Snapshot:
+        """Load and verify a version (default: CURRENT) and serve it; on error keep the old one."""
+        with self._lock:
+            index = load_index(self.index_dir, version)
+            snap = Snapshot(index, self._encoder_for(index))
+            self._snapshot = snap
+            with self._cache_lock:
+                self._cache.clear()
+            log.info("serving index version %s (%d documents, %d chunks)", index.version,
+                     len(index.documents), len(index.chunks))
+            return snap
+
+    def reload_if_changed(self) -> bool:
+        """Serve CURRENT if it names another version; True when a new version was loaded."""
+        version = store.current_version(self.index_dir)
+        if version is None or (self._snapshot and self._snapshot.version == version):
+            return False
+        self.load(version)
+        return True
+
+    def ask(self, snapshot: Snapshot, question: str, k: int) -> Answer:
+        """The answer for this snapshot, from the cache when the same question was just asked."""
+        if self.settings.cache_size == 0:
+            return snapshot.ask(question, k)
+        key = (snapshot.version, " ".join(question.split()), k)
+        with self._cache_lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return cached
+        answer = snapshot.ask(question, k)
+        with self._cache_lock:
+            self._cache[key] = answer
+            while len(self._cache) > self.settings.cache_size:
+                self._cache.popitem(last=False)
+        return answer

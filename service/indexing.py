@@ -1,0 +1,311 @@
+"""Building an index version from a corpus: read, split, embed (reusing what it can), publish."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from service import lexical, store
+from service.chunking import Chunk, split
+from service.corpus import Document, Problem, iter_files, read_documents
+from service.encoder import (
+    Encoder,
+    ModelInfo,
+    OnnxEncoder,
+    TorchEncoder,
+    describe_model,
+    export_onnx,
+)
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Bump when chunking or stored layout changes meaning: forces a full rebuild.
+CHUNKER_VERSION = 1
+DOCUMENTS, CHUNKS, VECTORS, SENTENCE_VECTORS, DENSE = (
+    "documents.jsonl", "chunks.json", "vectors.npy", "sentence_vectors.npy", "dense.faiss")
+
+
+class BuildError(Exception):
+    """The build cannot produce a usable version; nothing was published."""
+
+
+@dataclass
+class BuildReport:
+    version: str | None
+    published: bool
+    documents: int = 0
+    chunks: int = 0
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    embedded: int = 0
+    reused: int = 0
+    seconds: float = 0.0
+    skipped: list[str] = field(default_factory=list)
+    reason: str = ""
+
+    def summary(self) -> str:
+        if not self.published:
+            return f"index is up to date ({self.version}): {self.reason}"
+        return (f"published {self.version}: {self.documents} documents, {self.chunks} chunks "
+                f"(+{len(self.added)} ~{len(self.changed)} -{len(self.removed)} documents; "
+                f"{self.embedded} chunks embedded, {self.reused} reused) in {self.seconds:.1f}s")
+
+
+def embedding_input(doc: Document, chunk: Chunk) -> tuple[str, list[tuple[int, int]]]:
+    """What the encoder reads for a chunk: its context line, then its verbatim text; and the
+    sentence spans relative to that input. Context helps retrieval and is never cited."""
+    context = chunk.heading or doc.title
+    prefix = f"{context}\n" if context else ""
+    shift = len(prefix) - chunk.start
+    return prefix + doc.text[chunk.start : chunk.end], [(s + shift, e + shift)
+                                                        for s, e in chunk.sentences]
+
+
+def lexical_terms(doc: Document, chunk: Chunk) -> list[str]:
+    return lexical.terms(f"{doc.title}\n{chunk.heading}\n{doc.text[chunk.start:chunk.end]}")
+
+
+def corpus_fingerprint(corpus_dir: Path) -> str:
+    digest = hashlib.sha256()
+    for path in iter_files(corpus_dir):
+        digest.update(path.relative_to(corpus_dir).as_posix().encode() + b"\0")
+        digest.update(store.sha256_file(path).encode())
+    return digest.hexdigest()
+
+
+def settings_fingerprint(settings: Settings, model: ModelInfo, kind: str) -> str:
+    parts = [CHUNKER_VERSION, settings.chunk_chars, kind, model.fingerprint]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def encoder_folder(index_dir: Path, kind: str, model: ModelInfo) -> Path:
+    return index_dir / "encoders" / f"{kind}-{model.fingerprint}"
+
+
+def open_encoder(settings: Settings, model: ModelInfo, threads: int,
+                 index_dir: Path | None = None) -> Encoder:
+    """The configured encoder; the ONNX one is exported into the index folder on first use."""
+    if settings.encoder == "torch":
+        return TorchEncoder(model, threads)
+    folder = encoder_folder(index_dir or settings.index_dir, OnnxEncoder.kind, model)
+    export_onnx(model, folder)
+    return OnnxEncoder(folder, model, threads)
+
+
+def is_stale(settings: Settings) -> str | None:
+    """Why the served index should be rebuilt, or None when it matches corpus and settings."""
+    version = store.current_version(settings.index_dir)
+    if version is None:
+        return "no index yet"
+    try:
+        manifest = store.read_manifest(settings.index_dir / "versions" / version)
+    except store.IndexUnavailable as exc:
+        return str(exc)
+    if manifest.get("corpus_hash") != corpus_fingerprint(settings.corpus_dir):
+        return "the corpus changed"
+    model = describe_model(settings.model_dir)
+    if manifest.get("settings_hash") != settings_fingerprint(settings, model, settings.encoder):
+        return "the model or chunking settings changed"
+    return None
+
+
+@dataclass
+class _Previous:
+    keys: dict[str, int]
+    vectors: np.ndarray
+    sentence_vectors: np.ndarray
+    sentence_ptr: np.ndarray
+    doc_hashes: dict[str, str]
+
+
+def _load_previous(index_dir: Path, settings_hash: str) -> _Previous | None:
+    """The served version's embeddings, if they were made with the same settings and are intact."""
+    version = store.current_version(index_dir)
+    if version is None:
+        return None
+    folder = index_dir / "versions" / version
+    try:
+        manifest = store.verify(folder)
+    except store.IndexUnavailable as exc:
+        log.warning("not reusing %s: %s", version, exc)
+        return None
+    doc_hashes = {}
+    for line in (folder / DOCUMENTS).read_text("utf-8").splitlines():
+        record = json.loads(line)
+        doc_hashes[record["id"]] = _text_hash(record["text"])
+    if manifest.get("settings_hash") != settings_hash:
+        return _Previous({}, np.empty((0, 0)), np.empty((0, 0)), np.zeros(1, np.int64), doc_hashes)
+    meta = json.loads((folder / CHUNKS).read_text("utf-8"))
+    sizes = [len(row[4]) for row in meta["chunks"]]
+    return _Previous(
+        keys={row[5]: i for i, row in enumerate(meta["chunks"])},
+        vectors=np.load(folder / VECTORS, allow_pickle=False),
+        sentence_vectors=np.load(folder / SENTENCE_VECTORS, allow_pickle=False),
+        sentence_ptr=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        doc_hashes=doc_hashes,
+    )
+
+
+def _text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def build_index(
+    settings: Settings,
+    *,
+    corpus_dir: Path | None = None,
+    index_dir: Path | None = None,
+    strict: bool = False,
+    force: bool = False,
+    encoder: Encoder | None = None,
+    progress: Callable[[str], None] = log.info,
+) -> BuildReport:
+    """Build and publish a new version, or return early if nothing changed (unless `force`)."""
+    corpus_dir = corpus_dir or settings.corpus_dir
+    index_dir = index_dir or settings.index_dir
+    started = time.perf_counter()
+    with store.build_lock(index_dir):
+        model = encoder.model if encoder else describe_model(settings.model_dir)
+        kind = encoder.kind if encoder else settings.encoder
+        settings_hash = settings_fingerprint(settings, model, kind)
+        corpus_hash = corpus_fingerprint(corpus_dir)
+        current = store.current_version(index_dir)
+        if current and not force:
+            try:
+                manifest = store.read_manifest(index_dir / "versions" / current)
+            except store.IndexUnavailable:
+                manifest = {}
+            if (manifest.get("corpus_hash"), manifest.get("settings_hash")) == (
+                    corpus_hash, settings_hash):
+                return BuildReport(current, False, manifest.get("documents", 0),
+                                   manifest.get("chunks", 0),
+                                   reason="corpus and settings unchanged")
+        docs, problems = read_documents(corpus_dir, settings.max_file_bytes)
+        if strict and problems:
+            raise BuildError("; ".join(str(p) for p in problems))
+        if kind == OnnxEncoder.kind:
+            export_onnx(model, encoder_folder(index_dir, kind, model))
+        report = _build(settings, docs, problems, corpus_hash, settings_hash, model, kind,
+                        index_dir, encoder, progress)
+        report.seconds = time.perf_counter() - started
+        _write_build_time(index_dir, report)
+        progress(report.summary())
+        store.prune(index_dir, settings.keep_versions)
+        return report
+
+
+def _write_build_time(index_dir: Path, report: BuildReport) -> None:
+    # Recorded beside, not inside, the version: its manifest is already checksummed and final.
+    path = index_dir / "versions" / str(report.version) / "build.json"
+    path.write_text(json.dumps(asdict(report), indent=2), "utf-8")
+
+
+def _build(
+    settings: Settings, docs: list[Document], problems: Sequence[Problem], corpus_hash: str,
+    settings_hash: str, model: ModelInfo, kind: str, index_dir: Path, encoder: Encoder | None,
+    progress: Callable[[str], None],
+) -> BuildReport:
+    version = store.new_version_name()
+    by_id = {d.id: d for d in docs}
+    chunks = [c for d in docs for c in split(d, settings.chunk_chars)]
+    if not chunks:
+        raise BuildError("the documents contain no text to index")
+    inputs = [embedding_input(by_id[c.doc_id], c) for c in chunks]
+    keys = [_chunk_key(model, kind, text, spans) for text, spans in inputs]
+    previous = _load_previous(index_dir, settings_hash)
+    report = BuildReport(version, True, len(docs), len(chunks),
+                         skipped=[str(p) for p in problems])
+    if previous:
+        report.added = [d.id for d in docs if d.id not in previous.doc_hashes]
+        report.changed = [d.id for d in docs if d.id in previous.doc_hashes
+                          and previous.doc_hashes[d.id] != _text_hash(d.text)]
+        report.removed = sorted(set(previous.doc_hashes) - set(by_id))
+    else:
+        report.added = [d.id for d in docs]
+
+    vectors = np.zeros((len(chunks), model.dimension), dtype=np.float32)
+    sentence_vectors: list[np.ndarray] = [np.empty(0)] * len(chunks)
+    todo = []
+    for i, key in enumerate(keys):
+        j = previous.keys.get(key) if previous else None
+        if previous is not None and j is not None:
+            vectors[i] = previous.vectors[j]
+            lo, hi = previous.sentence_ptr[j], previous.sentence_ptr[j + 1]
+            sentence_vectors[i] = previous.sentence_vectors[lo:hi].astype(np.float32)
+        else:
+            todo.append(i)
+    report.reused, report.embedded = len(chunks) - len(todo), len(todo)
+    if todo:
+        progress(f"embedding {len(todo)} chunks ({report.reused} reused)")
+        enc = encoder or open_encoder(settings, model, settings.build_threads, index_dir)
+        new_vectors, new_spans = enc.encode_passages([inputs[i][0] for i in todo],
+                                                     [inputs[i][1] for i in todo])
+        for row, i in enumerate(todo):
+            vectors[i] = new_vectors[row]
+            sentence_vectors[i] = new_spans[row]
+
+    staging = store.staging_dir(index_dir, version)
+    try:
+        with (staging / DOCUMENTS).open("w", encoding="utf-8") as fh:
+            for d in docs:
+                fh.write(json.dumps({"id": d.id, "title": d.title, "text": d.text},
+                                    ensure_ascii=False) + "\n")
+        doc_index = {d.id: i for i, d in enumerate(docs)}
+        rows = [[doc_index[c.doc_id], c.start, c.end, c.heading, [list(s) for s in c.sentences],
+                 key] for c, key in zip(chunks, keys, strict=True)]
+        (staging / CHUNKS).write_text(json.dumps({"chunks": rows}, ensure_ascii=False), "utf-8")
+        np.save(staging / VECTORS, vectors, allow_pickle=False)
+        np.save(staging / SENTENCE_VECTORS,
+                np.concatenate(sentence_vectors).astype(np.float16), allow_pickle=False)
+        dense = faiss.IndexFlatIP(model.dimension)
+        dense.add(vectors)
+        faiss.write_index(dense, str(staging / DENSE))
+        lexical.save(lexical.build([lexical_terms(by_id[c.doc_id], c) for c in chunks]), staging)
+        encoder_info = _encoder_record(kind, model, index_dir)
+        manifest = {
+            "version": version,
+            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "model": {"name": model.name, "fingerprint": model.fingerprint,
+                      "dimension": model.dimension, "max_seq_length": model.max_seq_length},
+            "encoder": encoder_info,
+            "chunker": {"version": CHUNKER_VERSION, "max_chars": settings.chunk_chars},
+            "settings_hash": settings_hash,
+            "corpus_hash": corpus_hash,
+            "documents": len(docs),
+            "chunks": len(chunks),
+            "sentences": int(sum(len(c.sentences) for c in chunks)),
+            "dense_index": "flat-ip",
+            "skipped": [str(p) for p in problems],
+        }
+        store.publish(index_dir, staging, manifest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return report
+
+
+def _chunk_key(model: ModelInfo, kind: str, text: str, spans: list[tuple[int, int]]) -> str:
+    payload = json.dumps([model.fingerprint, kind, text, spans], ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
+
+
+def _encoder_record(kind: str, model: ModelInfo, index_dir: Path) -> dict[str, Any]:
+    record: dict[str, Any] = {"kind": kind}
+    if kind == OnnxEncoder.kind:
+        folder = encoder_folder(index_dir, OnnxEncoder.kind, model)
+        record["folder"] = folder.relative_to(index_dir).as_posix()
+        record["files"] = {p.name: store.sha256_file(p) for p in sorted(folder.iterdir())}
+    return record

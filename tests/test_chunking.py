@@ -1,0 +1,128 @@
+"""Chunking: verbatim offsets for every format, noise left out, sentence and size limits."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.chunking import HARD_MAX_CHARS, classify_line, split, split_sentences
+from service.corpus import Document, parse_file
+from tests.conftest import SEED_CORPUS
+
+SEED = SEED_CORPUS / "head-of-product.txt"
+
+
+def _seed() -> Document:
+    docs, _ = parse_file(SEED.name, SEED.read_bytes(), 10**7)
+    return docs[0]
+
+
+def _check_invariants(doc: Document, max_chars: int) -> None:
+    previous_end = 0
+    for chunk in split(doc, max_chars):
+        assert 0 <= chunk.start < chunk.end <= len(doc.text)
+        assert chunk.start >= previous_end, "chunks must not overlap"
+        assert chunk.end - chunk.start <= min(max_chars, HARD_MAX_CHARS)
+        text = doc.text[chunk.start : chunk.end]
+        assert text == text.strip()
+        assert chunk.sentences[0][0] == chunk.start and chunk.sentences[-1][1] == chunk.end
+        for s, e in chunk.sentences:
+            assert chunk.start <= s < e <= chunk.end
+            assert doc.text[s:e] == doc.text[s:e].strip()
+        previous_end = chunk.end
+
+
+def test_seed_chunks_leave_out_css_and_headings() -> None:
+    doc = _seed()
+    chunks = split(doc, 700)
+    texts = [doc.text[c.start : c.end] for c in chunks]
+    assert not any("css-" in t or "position:absolute" in t for t in texts)
+    assert not any(t.startswith("What Is a Head of Product") for t in texts)
+    headings = {c.heading for c in chunks}
+    assert "Junior Product Manager / Associate Product Manager" in headings
+    assert "Is the head of product higher than the director?" in headings
+    assert all(len(t) <= 700 for t in texts)
+    _check_invariants(doc, 700)
+
+
+def test_seed_sentences_and_bullets() -> None:
+    doc = _seed()
+    sentences = [doc.text[s:e] for c in split(doc, 700) for s, e in c.sentences]
+    assert ("The Chief Product Officer makes sure products are aligned to various stakeholders."
+            in sentences)
+    assert not any(s.startswith("•") for s in sentences)
+    assert any(s.startswith("Mr Kliatchko’s promotion") for s in sentences)
+
+
+def test_abbreviations_and_decimals_do_not_split() -> None:
+    text = "Dr. Smith paid U.S. $2.5 million, e.g. to J. Doe. Then he left."
+    spans = split_sentences(text, 0, len(text))
+    assert [text[s:e] for s, e in spans] == [
+        "Dr. Smith paid U.S. $2.5 million, e.g. to J. Doe.", "Then he left."]
+
+
+def test_hard_wrapped_prose_stays_one_sentence() -> None:
+    text = "This sentence is wrapped\nacross two lines. Next one."
+    spans = split_sentences(text, 0, len(text))
+    assert [text[s:e] for s, e in spans] == [
+        "This sentence is wrapped\nacross two lines.", "Next one."]
+
+
+def test_markdown_headings_and_setext() -> None:
+    text = "# Guide\n\nIntro text here.\n\nSetup\n=====\n\nInstall it first.\n"
+    doc = Document("g.md", "Guide", text)
+    chunks = split(doc, 700)
+    assert [(c.heading, text[c.start : c.end]) for c in chunks] == [
+        ("Guide", "Intro text here."), ("Setup", "Install it first.")]
+
+
+def test_line_classification() -> None:
+    assert classify_line("body { margin: 0; }")[0] == "noise"
+    assert classify_line("Home > Blog > Careers > Product")[0] == "noise"
+    assert classify_line("<div class='x'></div>")[0] == "noise"
+    kind, offset = classify_line(".css-abc{position:absolute;left:0;}Real Heading")
+    assert kind == "heading" and offset == len(".css-abc{position:absolute;left:0;}")
+    assert classify_line("A normal sentence that ends with a period.")[0] == "text"
+
+
+def test_long_sentence_is_cut_below_the_limit() -> None:
+    text = " ".join(["word"] * 600) + "."
+    doc = Document("long.txt", "", text)
+    chunks = split(doc, 500)
+    assert len(chunks) >= 5
+    assert all(c.end - c.start <= 500 for c in chunks)
+    _check_invariants(doc, 500)
+
+
+_alphabet = st.sampled_from(list("abcXYZ .,!?;:\n\n\t-•#>{}<>/é’😀0123456789") + ["  • ", "# "])
+_texts = st.lists(_alphabet, min_size=1, max_size=400).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=_texts, max_chars=st.integers(min_value=200, max_value=1200))
+def test_offsets_round_trip_txt_and_md(text: str, max_chars: int) -> None:
+    for name in ("doc.txt", "doc.md"):
+        docs, _ = parse_file(name, text.encode(), 10**6)
+        for doc in docs:
+            _check_invariants(doc, max_chars)
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=_texts, tag=st.sampled_from(["p", "h2", "li", "div", "span", "script", "pre"]))
+def test_offsets_round_trip_html(body: str, tag: str) -> None:
+    markup = f"<html><body><{tag}>{body}</{tag}><p>{body[::-1]}</p></body></html>"
+    docs, _ = parse_file("page.html", markup.encode(), 10**6)
+    for doc in docs:
+        _check_invariants(doc, 700)
+
+
+@settings(max_examples=200, deadline=None)
+@given(bodies=st.lists(_texts, min_size=1, max_size=4))
+def test_offsets_round_trip_jsonl(bodies: list[str]) -> None:
+    data = "\n".join(json.dumps({"_id": str(i), "title": "t", "text": b})
+                     for i, b in enumerate(bodies))
+    docs, _ = parse_file("records.jsonl", data.encode(), 10**6)
+    for doc in docs:
+        _check_invariants(doc, 700)

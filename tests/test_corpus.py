@@ -1,0 +1,91 @@
+"""Reading files into documents: formats, decoding rules, and unusable files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from service.corpus import CorpusError, Document, html_to_text, parse_file, read_documents
+
+
+def test_txt_text_is_the_decoded_file_with_universal_newlines() -> None:
+    docs, problems = parse_file("a.txt", b"Title line\r\n\r\nBody text.\r\n", 10_000)
+    assert problems == []
+    assert docs == [Document("a.txt", "Title line", "Title line\n\nBody text.\n")]
+
+
+def test_markdown_title_drops_the_hashes() -> None:
+    docs, _ = parse_file("guide/intro.md", b"# Getting started\n\nRead this.\n", 10_000)
+    assert docs[0].id == "guide/intro.md"
+    assert docs[0].title == "Getting started"
+
+
+def test_jsonl_records_become_documents_with_their_ids() -> None:
+    lines = [{"_id": "7", "title": "T", "text": "Alpha."}, {"id": 8, "text": "Beta."}]
+    data = "\n".join(json.dumps(r) for r in lines).encode()
+    docs, problems = parse_file("c.jsonl", data, 10_000)
+    assert problems == []
+    assert docs == [Document("7", "T", "Alpha."), Document("8", "", "Beta.")]
+
+
+def test_jsonl_bad_lines_are_named_and_skipped() -> None:
+    data = b'{"_id": "1", "text": "ok"}\nnot json\n{"_id": "2"}\n["x"]\n'
+    docs, problems = parse_file("c.jsonl", data, 10_000)
+    assert [d.id for d in docs] == ["1"]
+    assert [p.source for p in problems] == ["c.jsonl:2", "c.jsonl:3", "c.jsonl:4"]
+
+
+def test_html_keeps_visible_text_only() -> None:
+    markup = """<html><head><title>Page  title</title><style>p{color:red}</style></head>
+    <body><nav>Home</nav><h1>Heading</h1><p>First <b>bold</b> para.</p>
+    <script>alert(1)</script><p>Second&amp;last.</p></body></html>"""
+    title, text = html_to_text(markup)
+    assert title == "Page title"
+    assert "alert" not in text and "color" not in text
+    assert "First bold para." in text and "Second&last." in text
+    assert text.index("Heading") < text.index("First")
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "reason"),
+    [
+        ("bin.txt", b"\x00\x01\x02binary", "binary"),
+        ("latin.txt", "caf\xe9".encode("latin-1"), "not valid UTF-8"),
+        ("empty.md", b"   \n\n", "empty"),
+        ("big.txt", b"x" * 101, "over the 100-byte limit"),
+    ],
+)
+def test_unusable_files_become_problems(name: str, data: bytes, reason: str) -> None:
+    docs, problems = parse_file(name, data, 100)
+    assert docs == []
+    assert len(problems) == 1 and problems[0].source == name and reason in problems[0].reason
+
+
+def test_read_documents_skips_bad_files_and_names_them(tmp_path: Path) -> None:
+    (tmp_path / "good.txt").write_text("Good text.", "utf-8")
+    (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\x00")
+    (tmp_path / ".hidden.txt").write_text("Hidden.", "utf-8")
+    (tmp_path / "notes.pdf").write_bytes(b"%PDF")
+    docs, problems = read_documents(tmp_path, 10_000)
+    assert [d.id for d in docs] == ["good.txt"]
+    assert [p.source for p in problems] == ["bad.txt"]
+
+
+def test_read_documents_fails_when_nothing_is_usable(tmp_path: Path) -> None:
+    (tmp_path / "bad.txt").write_bytes(b"\x00")
+    with pytest.raises(CorpusError, match="bad.txt"):
+        read_documents(tmp_path, 10_000)
+
+
+def test_duplicate_ids_are_an_error_naming_both_files(tmp_path: Path) -> None:
+    (tmp_path / "a.jsonl").write_text('{"_id": "x", "text": "one"}\n', "utf-8")
+    (tmp_path / "b.jsonl").write_text('{"_id": "x", "text": "two"}\n', "utf-8")
+    with pytest.raises(CorpusError, match=r"'x'.*a\.jsonl.*b\.jsonl"):
+        read_documents(tmp_path, 10_000)
+
+
+def test_missing_folder_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(CorpusError, match="does not exist"):
+        read_documents(tmp_path / "nope", 10_000)

@@ -1,0 +1,94 @@
+"""Building versions: what is embedded or reused, bad files, and never breaking a good index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service import store
+from service.corpus import CorpusError
+from service.indexing import BuildError, build_index, is_stale
+from service.retrieval import load_index
+from service.settings import Settings
+from tests.conftest import FakeEncoder
+
+
+def test_unchanged_corpus_is_not_rebuilt(fake_settings: Settings,
+                                         fake_encoder: FakeEncoder) -> None:
+    first = store.current_version(fake_settings.index_dir)
+    report = build_index(fake_settings, encoder=fake_encoder)
+    assert not report.published and report.version == first
+    assert is_stale(fake_settings) is not None  # the fake encoder is not the configured one
+
+
+def test_changed_document_reembeds_only_its_chunks(fake_settings: Settings,
+                                                   fake_encoder: FakeEncoder) -> None:
+    before = load_index(fake_settings.index_dir)
+    (fake_settings.corpus_dir / "extra.md").write_text("# Extra\n\nA new short note.\n", "utf-8")
+    fake_encoder.calls = 0
+    report = build_index(fake_settings, encoder=fake_encoder)
+    assert report.published and report.added == ["extra.md"]
+    assert report.embedded == 1 and report.reused == len(before.chunks)
+    assert fake_encoder.calls == 1
+    after = load_index(fake_settings.index_dir)
+    assert len(after.chunks) == len(before.chunks) + 1
+
+
+def test_bad_files_are_skipped_and_named(fake_settings: Settings,
+                                         fake_encoder: FakeEncoder) -> None:
+    (fake_settings.corpus_dir / "binary.txt").write_bytes(b"\x00\x01garbage")
+    (fake_settings.corpus_dir / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (fake_settings.corpus_dir / "empty.md").write_bytes(b"")
+    report = build_index(fake_settings, encoder=fake_encoder)
+    assert report.published
+    assert sorted(s.split(":")[0] for s in report.skipped) == [
+        "binary.txt", "empty.md", "latin1.txt"]
+
+
+def test_strict_build_fails_on_bad_files_and_keeps_the_old_version(
+        fake_settings: Settings, fake_encoder: FakeEncoder) -> None:
+    good = store.current_version(fake_settings.index_dir)
+    (fake_settings.corpus_dir / "binary.txt").write_bytes(b"\x00\x01garbage")
+    with pytest.raises(BuildError, match="binary.txt"):
+        build_index(fake_settings, encoder=fake_encoder, strict=True)
+    assert store.current_version(fake_settings.index_dir) == good
+    load_index(fake_settings.index_dir)
+
+
+def test_nothing_usable_fails_and_keeps_the_old_version(fake_settings: Settings,
+                                                        fake_encoder: FakeEncoder) -> None:
+    good = store.current_version(fake_settings.index_dir)
+    for path in fake_settings.corpus_dir.iterdir():
+        path.write_bytes(b"\xff\xfe\xfa")
+    with pytest.raises(CorpusError, match="no usable documents"):
+        build_index(fake_settings, encoder=fake_encoder)
+    assert store.current_version(fake_settings.index_dir) == good
+
+
+def test_failed_write_publishes_nothing(fake_settings: Settings, fake_encoder: FakeEncoder,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    good = store.current_version(fake_settings.index_dir)
+    (fake_settings.corpus_dir / "new.txt").write_text("New text here.", "utf-8")
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("service.indexing.faiss.write_index", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        build_index(fake_settings, encoder=fake_encoder)
+    assert store.current_version(fake_settings.index_dir) == good
+    leftovers = list((fake_settings.index_dir / "versions").glob(".staging-*"))
+    assert leftovers == []
+
+
+def test_cli_builds_into_any_folder(tmp_path: Path, corpus_dir: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from scripts import build_index as cli
+
+    monkeypatch.setattr(cli, "build_index",
+                        lambda settings, **kw: build_index(settings, encoder=FakeEncoder(), **kw))
+    assert cli.main(["--corpus", str(corpus_dir), "--index", str(tmp_path / "ix")]) == 0
+    assert store.current_version(tmp_path / "ix") is not None
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["--corpus", str(tmp_path / "empty"), "--index", str(tmp_path / "ix2")]) == 1
