@@ -18,6 +18,7 @@ from service.engine import Engine
 from service.limits import BodyLimitMiddleware
 from service.retrieval import check_compatible
 from service.settings import Settings
+from service.web import router as web_router
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
     app.state.engine = engine
     app.state.settings = settings
     app.include_router(router)
+    app.include_router(web_router)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_middleware(
         CORSMiddleware,

@@ -1,0 +1,417 @@
+/* Cited Q&A chat widget: one script tag, Shadow DOM, text-only rendering, no dependencies. */
+(() => {
+  'use strict';
+  const me = document.currentScript;
+  if (!me) return;
+  const d = me.dataset;
+  const base = new URL(d.api || './', d.api ? location.href : me.src);
+  if (!base.pathname.endsWith('/')) base.pathname += '/';
+  const inline = !!d.mount;
+  const title = d.title || 'Ask a question';
+  const KEY = 'cited-qa:' + base.href;
+  const MAX_TURNS = 19; // the API takes at most 20 messages: 19 earlier turns + the question
+
+  const STYLE = `
+:host{all:initial;display:block}
+.r{all:initial;display:block;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
+color:#1b1f24;--a:#1f55c4;--on:#fff;-webkit-text-size-adjust:100%}
+*,*::before,*::after{box-sizing:border-box}
+[hidden]{display:none!important}
+button,textarea{font:inherit;color:inherit;margin:0}
+button{cursor:pointer;border:1px solid #b7bfcb;background:#fff;border-radius:6px;padding:3px 9px}
+button:disabled{cursor:default;opacity:.55}
+:focus-visible{outline:3px solid var(--a);outline-offset:2px}
+.l{position:fixed;bottom:20px;right:20px;z-index:2147483000;display:flex;align-items:center;gap:8px;
+background:var(--a);color:var(--on);border:0;border-radius:24px;padding:12px 18px;font-weight:600;
+box-shadow:0 4px 14px #0003}
+.left .l,.left .p{right:auto;left:20px}
+.p{position:fixed;bottom:84px;right:20px;z-index:2147483000;width:384px;height:min(620px,calc(100vh - 104px));
+display:flex;flex-direction:column;background:#fff;border:1px solid #c9d0da;border-radius:12px;
+box-shadow:0 10px 32px #0003;overflow:hidden}
+.inline .p{position:relative;inset:auto;width:100%;height:min(600px,85vh);box-shadow:none;z-index:auto}
+header{display:flex;align-items:center;gap:6px;padding:10px 12px;background:var(--a);color:var(--on)}
+h2{all:unset;flex:1;font-weight:600;font-size:15px}
+header button{background:transparent;border-color:currentColor;color:inherit}
+.log{flex:1;overflow:auto;padding:12px;position:relative;overscroll-behavior:contain}
+.m{margin:0 0 12px;max-width:92%;padding:8px 11px;border-radius:10px;white-space:pre-wrap;
+overflow-wrap:anywhere;background:#eef1f5}
+.u{margin-left:auto;background:var(--a);color:var(--on)}
+.no{border-left:4px solid #b25e00}
+.err{background:#fdecea;border-left:4px solid #b3261e}
+.tag{display:block;font-size:12px;font-weight:600;color:#7a4100;margin-bottom:2px}
+.c{all:unset;display:inline-block;cursor:pointer;min-width:18px;padding:0 5px;margin:0 1px;
+border-radius:9px;background:var(--a);color:var(--on);font-size:11px;font-weight:700;
+text-align:center;line-height:18px;vertical-align:1px}
+.c:focus-visible{outline:3px solid var(--a);outline-offset:2px}
+.c[aria-expanded=true]{box-shadow:0 0 0 2px #fff,0 0 0 4px var(--a)}
+.s{margin-top:8px;white-space:normal}.s ul{margin:0;padding:0;list-style:none}
+.s p{margin:0 0 3px;font-size:12px;color:#4a5260}
+.s button{all:unset;display:block;cursor:pointer;padding:3px 0;color:#173f94;text-decoration:underline;font-size:13px}
+.s button:focus-visible{outline:3px solid var(--a)}
+.q{margin-top:8px;padding:8px 10px;background:#fff;border:1px solid #c9d0da;border-radius:8px;
+white-space:normal}
+.q:focus{outline:none}.q:focus-visible{outline:3px solid var(--a)}
+.q b{display:block}.q small{display:block;color:#4a5260;font-size:12px}
+blockquote{margin:6px 0;white-space:pre-wrap;max-height:260px;overflow:auto;font-size:13px}
+mark{background:#ffe066;color:#1b1f24;border-radius:2px}
+.cx{background:#e3ecfb}
+.q button,.m>button{margin:4px 6px 0 0;font-size:12px}
+.ok{color:#1d6b34;font-size:12px}.bad{color:#b3261e;font-size:12px}
+.dots::after{content:'…';display:inline-block;animation:b 1s steps(2) infinite}
+@keyframes b{50%{opacity:.2}}
+@media (prefers-reduced-motion:reduce){.dots::after{animation:none}}
+form{display:flex;gap:8px;padding:10px;border-top:1px solid #dde2e8;align-items:flex-end}
+textarea{flex:1;resize:none;border:1px solid #8a94a3;border-radius:8px;padding:8px;
+min-height:38px;max-height:120px;background:#fff}
+form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-weight:600}
+.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
+@media (max-width:640px){.r:not(.inline) .p{inset:0;width:100%;height:100%;border-radius:0;border:0}
+.open:not(.inline) .l{display:none}}`;
+
+  // Build an element; `props` are DOM properties or (for aria-*/role/id) attributes. Text
+  // children become text nodes, so nothing from the server or the user is ever parsed as HTML.
+  const h = (tag, props, ...kids) => {
+    const el = document.createElement(tag);
+    for (const k in props || {}) {
+      if (props[k] == null) continue;
+      if (/^(aria-|role$|id$)/.test(k)) el.setAttribute(k, props[k]);
+      else el[k] = props[k];
+    }
+    el.append(...kids.flat().filter((k) => k != null && k !== false));
+    return el;
+  };
+  const btn = (text, props, onClick) => {
+    const b = h('button', Object.assign({ type: 'button' }, props), text);
+    b.addEventListener('click', onClick);
+    return b;
+  };
+
+  // Offsets from the service count code points (Python strings); JS strings count UTF-16
+  // units. Walk `n` code points from unit index `i`.
+  const units = (s, n, i = 0) => {
+    for (; n > 0 && i < s.length; n--) {
+      const c = s.charCodeAt(i);
+      i += c >= 0xd800 && c < 0xdc00 ? 2 : 1;
+    }
+    return i;
+  };
+  // `text` starts at code point `at` of its document; mark the highlight spans inside it.
+  const marked = (text, at, spans) => {
+    const out = [];
+    let pos = 0;
+    let i = 0;
+    for (const sp of [...(spans || [])].sort((x, y) => x.start - y.start)) {
+      const a = sp.start - at;
+      if (a < pos || sp.end <= sp.start) continue;
+      const ia = units(text, a - pos, i);
+      const ib = units(text, sp.end - sp.start, ia);
+      out.push(text.slice(i, ia), h('mark', null, text.slice(ia, ib)));
+      pos = sp.end - at;
+      i = ib;
+    }
+    out.push(text.slice(i));
+    return out;
+  };
+
+  // The API refuses control characters and lone surrogates; drop them before sending.
+  const clean = (s) => s.replace(/[\0-\x08\x0b-\x1f\x7f-\x9f]/g, '')
+    .replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd')
+    .trim();
+
+  let state = { turns: [], open: false };
+  try {
+    state = Object.assign(state, JSON.parse(sessionStorage.getItem(KEY)) || {});
+  } catch (e) { /* storage off or unreadable: start fresh */ }
+  const save = () => {
+    try {
+      sessionStorage.setItem(KEY, JSON.stringify(state));
+    } catch (e) { /* storage off or full: the conversation lasts only for this page */ }
+  };
+
+  const host = document.createElement('cited-qa');
+  const shadow = host.attachShadow({ mode: 'open' });
+  if (shadow.adoptedStyleSheets) {
+    const sheet = new CSSStyleSheet();
+    sheet.replaceSync(STYLE);
+    shadow.adoptedStyleSheets = [sheet];
+  } else {
+    shadow.append(h('style', { textContent: STYLE }));
+  }
+
+  const root = h('div', { className: 'r' + (inline ? ' inline' : '') + (d.position === 'left' ? ' left' : '') });
+  if (d.accent && CSS.supports('color', d.accent)) root.style.setProperty('--a', d.accent);
+  if (d.accentText && CSS.supports('color', d.accentText)) root.style.setProperty('--on', d.accentText);
+  const launcher = btn(title, {
+    className: 'l', 'aria-haspopup': 'dialog', 'aria-expanded': 'false', 'aria-controls': 'p',
+  }, () => show(!state.open, true));
+  // The log stays silent: the status region announces each answer once, without the chips.
+  const log = h('div', { className: 'log', role: 'log', 'aria-label': 'Conversation', 'aria-live': 'off' });
+  const status = h('div', { className: 'sr', role: 'status', 'aria-live': 'polite' });
+  const input = h('textarea', {
+    rows: 1, maxLength: 1000, placeholder: d.placeholder || 'Ask a question…', 'aria-label': 'Your question',
+  });
+  const send = h('button', { type: 'submit' }, 'Send');
+  const form = h('form', null, input, send);
+  const panel = h('div', inline
+    ? { className: 'p', id: 'p', role: 'region', 'aria-labelledby': 't' }
+    : { className: 'p', id: 'p', role: 'dialog', 'aria-modal': 'false', 'aria-labelledby': 't', hidden: true },
+  h('header', null, h('h2', { id: 't' }, title),
+    btn('New chat', { title: 'Clear the conversation' }, clear),
+    inline ? null : btn('✕', { 'aria-label': 'Close' }, () => show(false, true))),
+  log, status, form);
+  root.append(...(inline ? [panel] : [launcher, panel]));
+  shadow.append(root);
+
+  let busy = false;
+  let waitUntil = 0;
+  const say = (text) => { status.textContent = text; };
+  const scrollTo = (el) => { log.scrollTop = Math.max(0, el.offsetTop - 8); };
+  const add = (el) => { log.append(el); scrollTo(el); return el; };
+  const setBusy = (on) => { busy = on; send.disabled = on || Date.now() < waitUntil; };
+
+  function show(open, focus) {
+    if (inline) return;
+    state.open = open;
+    save();
+    panel.hidden = !open;
+    root.classList.toggle('open', open);
+    launcher.setAttribute('aria-expanded', String(open));
+    if (focus) (open ? input : launcher).focus();
+  }
+
+  function greet() {
+    log.replaceChildren(h('p', { className: 'm' },
+      d.greeting || 'Ask me about the text. Each answer links to the passages it quotes: open a [1] to check it.'));
+  }
+
+  function clear() {
+    state.turns = [];
+    save();
+    greet();
+    say('Conversation cleared');
+    input.focus();
+  }
+
+  const docs = new Map();
+  async function getDoc(id) {
+    if (!docs.has(id)) {
+      const path = id.split('/').map(encodeURIComponent).join('/');
+      docs.set(id, fetch(new URL('api/documents/' + path, base), { credentials: 'omit' })
+        .then((r) => { if (!r.ok) throw new Error('HTTP ' + r.status); return r.json(); })
+        .catch((e) => { docs.delete(id); throw e; }));
+    }
+    return docs.get(id);
+  }
+
+  // The passage a citation points to, with the answer's sentences marked; "see in context"
+  // loads the whole document and checks the passage against it.
+  function passage(c, reply, close) {
+    const quote = h('blockquote', null, marked(c.text, c.start, c.highlights));
+    const note = h('p', { className: 'ok', hidden: true });
+    const box = h('div', { className: 'q', role: 'region', tabIndex: -1, 'aria-label': 'Source ' + c.n },
+      h('b', null, '[' + c.n + '] ' + (c.title || c.doc_id)), c.heading ? h('small', null, c.heading) : null,
+      quote, note);
+    let wide = false;
+    const more = btn('See in context', null, async () => {
+      wide = !wide;
+      more.textContent = wide ? 'Passage only' : 'See in context';
+      note.hidden = !wide;
+      if (!wide) { quote.replaceChildren(...marked(c.text, c.start, c.highlights)); return; }
+      note.className = 'ok';
+      note.textContent = 'Loading the document…';
+      try {
+        const doc = await getDoc(c.doc_id);
+        const t = String(doc.text);
+        const a = units(t, c.start);
+        const b = units(t, c.end - c.start, a);
+        let from = Math.max(0, a - 700);
+        let to = Math.min(t.length, b + 700);
+        if (from) from = Math.min(a, t.indexOf(' ', from) + 1 || a);
+        if (to < t.length) to = Math.max(b, t.lastIndexOf(' ', to));
+        const cited = h('span', { className: 'cx' }, marked(t.slice(a, b), c.start, c.highlights));
+        quote.replaceChildren(from ? '…' : '', t.slice(from, a), cited, t.slice(b, to), to < t.length ? '…' : '');
+        quote.scrollTop = Math.max(0, cited.offsetTop - quote.offsetTop - 40);
+        const same = t.slice(a, b) === c.text;
+        note.className = same ? 'ok' : 'bad';
+        note.textContent = same
+          ? '✓ The passage matches the document (characters ' + c.start + '–' + c.end + ').'
+          : 'The document has changed since this answer; the passage is no longer at this place.';
+        if (same && doc.index_version !== reply.index_version) note.textContent += ' The index has been rebuilt since.';
+      } catch (e) {
+        note.className = 'bad';
+        note.textContent = 'Could not load the document (' + e.message + ').';
+      }
+    });
+    box.append(more, btn('Close', null, close));
+    return box;
+  }
+
+  function answer(reply) {
+    const cites = Array.isArray(reply.citations) ? reply.citations : [];
+    const el = h('div', { className: 'm' + (reply.answered ? '' : ' no') });
+    const chips = [];
+    let open = null;
+    const toggle = (c, from) => {
+      const same = open && open.n === c.n;
+      if (open) open.box.remove();
+      chips.forEach((x) => x.setAttribute('aria-expanded', 'false'));
+      open = null;
+      if (same) { from.focus(); return; }
+      const box = passage(c, reply, () => toggle(c, from));
+      open = { n: c.n, box };
+      el.append(box);
+      chips.filter((x) => x.n === c.n).forEach((x) => x.setAttribute('aria-expanded', 'true'));
+      box.focus();
+      scrollTo(box);
+    };
+    const chip = (c, text, cls, label) => {
+      const b = btn(text, { className: cls, 'aria-expanded': 'false', 'aria-label': label }, () => toggle(c, b));
+      b.n = c.n;
+      chips.push(b);
+      return b;
+    };
+    const where = (c) => (c.title || c.doc_id) + (c.heading ? ' — ' + c.heading : '');
+    const text = String(reply.answer || '');
+    const parts = [];
+    let last = 0;
+    for (const m of text.matchAll(/\[(\d+)\]/g)) {
+      const c = cites.find((x) => x.n === Number(m[1]));
+      if (!c) continue;
+      parts.push(text.slice(last, m.index), chip(c, String(c.n), 'c', 'Source ' + c.n + ': ' + where(c)));
+      last = m.index + m[0].length;
+    }
+    parts.push(text.slice(last));
+    if (!reply.answered) el.append(h('span', { className: 'tag' }, 'Not answered by the text'));
+    el.append(h('span', null, parts));
+    if (cites.length) {
+      el.append(h('div', { className: 's' },
+        h('p', null, reply.answered ? 'Sources' : 'Nearest passages (they do not answer the question)'),
+        h('ul', null, cites.map((c) => h('li', null, chip(c, '[' + c.n + '] ' + where(c)))))));
+    }
+    return el;
+  }
+
+  function retryAfter(r) {
+    const v = r.headers.get('Retry-After');
+    const s = /^\d+$/.test(v || '') ? Number(v) : (Date.parse(v) - Date.now()) / 1000;
+    return Math.min(3600, Math.max(1, Math.ceil(s) || 5));
+  }
+
+  // A failed question: say why, and offer a retry (after the wait the service asked for).
+  function failure(msg, q, wait) {
+    const text = h('span', null, msg);
+    const again = wait === null ? null : btn('Retry', null, () => { el.remove(); ask(q, true); });
+    const el = h('div', { className: 'm err' }, text, again && h('br'), again);
+    say(msg);
+    if (wait) {
+      waitUntil = Date.now() + wait * 1000;
+      again.disabled = send.disabled = true;
+      const tick = () => {
+        const left = Math.ceil((waitUntil - Date.now()) / 1000);
+        if (left > 0) {
+          again.textContent = 'Retry in ' + left + ' s';
+          setTimeout(tick, 250);
+        } else {
+          again.textContent = 'Retry';
+          again.disabled = false;
+          setBusy(busy);
+        }
+      };
+      tick();
+    }
+    return add(el);
+  }
+
+  async function ask(q, again) {
+    if (busy || Date.now() < waitUntil) return;
+    const history = state.turns.slice(-MAX_TURNS).map((t) => ({ role: t.role, content: t.content.slice(0, 4000) }));
+    if (!again) add(h('p', { className: 'm u' }, q));
+    const wait = add(h('p', { className: 'm', 'aria-busy': 'true' }, h('span', { className: 'dots' }, 'Searching the text')));
+    say('Searching the text');
+    setBusy(true);
+    let r;
+    let reply;
+    try {
+      r = await fetch(new URL('api/chat', base), {
+        method: 'POST', credentials: 'omit', signal: AbortSignal.timeout(30000),
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ messages: history.concat({ role: 'user', content: q }) }),
+      });
+      reply = await r.json().catch(() => null);
+    } catch (e) {
+      r = null;
+    }
+    wait.remove();
+    setBusy(false);
+    if (!r) {
+      failure("Couldn't reach the service. Check your connection, then retry. (If this keeps " +
+        "happening, this site may not be allowed to use it.)", q, 0);
+    } else if (r.status === 429) {
+      const s = retryAfter(r);
+      failure('Too many questions right now. You can ask again in ' + s + ' s.', q, s);
+    } else if (r.status === 503) {
+      failure("The service is starting up and can't answer yet.", q, retryAfter(r));
+    } else if (r.status === 422 || r.status === 413) {
+      const det = reply && reply.detail;
+      const why = Array.isArray(det) ? det.map((x) => x && x.msg).filter(Boolean).join('; ') : det;
+      failure("The service can't take this question" + (why ? ': ' + why : '.'), q, null);
+      if (!input.value) input.value = q;
+    } else if (!r.ok || !reply || typeof reply.answer !== 'string') {
+      failure('The service had a problem answering (HTTP ' + r.status + ').', q, 0);
+    } else {
+      const keep = {
+        answered: !!reply.answered, answer: reply.answer, index_version: reply.index_version,
+        citations: (reply.citations || []).map((c) => ({
+          n: c.n, doc_id: c.doc_id, title: c.title, heading: c.heading, start: c.start, end: c.end,
+          text: c.text, highlights: c.highlights,
+        })),
+      };
+      state.turns.push({ role: 'user', content: q }, { role: 'assistant', content: reply.answer, reply: keep });
+      save();
+      add(answer(keep));
+      say((keep.answered ? 'Answer: ' : 'Not answered by the text. ') + reply.answer);
+    }
+  }
+
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const q = clean(input.value);
+    if (!q || busy || Date.now() < waitUntil) return;
+    input.value = '';
+    input.style.height = '';
+    ask(q, false);
+  });
+  input.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  input.addEventListener('input', () => {
+    input.style.height = 'auto';
+    input.style.height = Math.min(input.scrollHeight + 2, 120) + 'px';
+  });
+  panel.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape' && !inline) {
+      e.stopPropagation();
+      show(false, true);
+    }
+  });
+
+  greet();
+  for (const t of state.turns) {
+    add(t.role === 'user' ? h('p', { className: 'm u' }, t.content) : answer(t.reply || { answer: t.content, answered: true }));
+  }
+
+  const mount = () => {
+    const target = inline ? document.querySelector(d.mount) : document.body;
+    if (!target) {
+      console.warn('cited-qa: no element matches data-mount=' + JSON.stringify(d.mount));
+      return;
+    }
+    target.append(host);
+    if (state.open) show(true, false);
+  };
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', mount);
+  else mount();
+})();
