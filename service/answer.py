@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,8 +19,12 @@ DECLINE_TEXT = ("The text does not answer this. The passages below are the close
 # Sentence score = weights . (cosine to the question, share of the question's term weight the
 # sentence contains, the passage's fused retrieval score).
 SENTENCE_WEIGHTS = (0.6, 0.25, 0.15)
-# A second sentence joins the answer when it scores this close to the first.
+# A second sentence joins the answer when it scores this close to the first; a sentence that
+# continues the first ("They can ...") joins more easily, since it usually completes it.
 SECOND_SENTENCE_RATIO = 0.9
+CONTINUATION_RATIO = 0.8
+_ANAPHORA = re.compile(r"(?:they|this|these|that|those|it|its|their|such|he|she|his|her)\b",
+                       re.IGNORECASE)
 # Logistic model of P(the best sentence answers the question) from (cosine, term coverage);
 # fitted offline, see README "Quality" for how. Below DECLINE_BELOW the answer is declined.
 CONFIDENCE_COEF = (-7.0, 9.0, 4.0)
@@ -50,6 +55,7 @@ class Answer:
 @dataclass(frozen=True)
 class ScoredSentence:
     hit: int  # position in the hit list
+    position: int  # index among its passage's sentences
     start: int
     end: int
     score: float
@@ -76,10 +82,10 @@ def score_sentences(index: SearchIndex, query_vector: np.ndarray, query_terms: S
         chunk = index.chunks[hit.chunk]
         text = index.documents[chunk.doc_id].text
         cosines = index.sentence_matrix(hit.chunk) @ query_vector
-        for (start, end), cos in zip(chunk.sentences, cosines, strict=True):
+        for p, ((start, end), cos) in enumerate(zip(chunk.sentences, cosines, strict=True)):
             cov = coverage(index, query_terms, text[start:end])
             score = w_cos * float(cos) + w_cov * cov + w_hit * hit.score
-            scored.append(ScoredSentence(h, start, end, score, float(cos), cov))
+            scored.append(ScoredSentence(h, p, start, end, score, float(cos), cov))
     scored.sort(key=lambda s: -s.score)
     return scored
 
@@ -99,13 +105,7 @@ def compose_answer(index: SearchIndex, query_vector: np.ndarray, query_terms: Se
     conf = confidence(best)
     if conf < DECLINE_BELOW:
         return Answer(DECLINE_TEXT, False, round(conf, 3), _citations(index, hits, [], {}))
-    chosen = [best]
-    for other in sentences[1:]:
-        if other.score < SECOND_SENTENCE_RATIO * best.score:
-            break
-        if (other.end - other.start) + (best.end - best.start) + 10 <= MAX_ANSWER_CHARS:
-            chosen.append(other)
-            break
+    chosen = [best, *_companion(index, hits, sentences, best)]
     # Read in document order when both come from one passage.
     if len(chosen) == 2 and chosen[0].hit == chosen[1].hit and chosen[1].start < chosen[0].start:
         chosen.reverse()
@@ -123,6 +123,30 @@ def compose_answer(index: SearchIndex, query_vector: np.ndarray, query_terms: Se
         budget -= len(parts[-1]) + 1
     return Answer(" ".join(parts), True, round(conf, 3),
                   _citations(index, hits, order, highlights))
+
+
+def _companion(index: SearchIndex, hits: Sequence[Hit], sentences: list[ScoredSentence],
+               best: ScoredSentence) -> list[ScoredSentence]:
+    """The sentence, if any, that should stand beside the best one in the answer."""
+    text = index.documents[index.chunks[hits[best.hit].chunk].doc_id].text
+
+    def fits(other: ScoredSentence) -> bool:
+        return (other.end - other.start) + (best.end - best.start) + 10 <= MAX_ANSWER_CHARS
+
+    neighbours = {s.position: s for s in sentences if s.hit == best.hit}
+    before, after = neighbours.get(best.position - 1), neighbours.get(best.position + 1)
+    # An answer opening with "They ..." needs the sentence that says who they are.
+    if before and _ANAPHORA.match(text, best.start) and fits(before):
+        return [before]
+    if (after and _ANAPHORA.match(text, after.start) and fits(after)
+            and after.score >= CONTINUATION_RATIO * best.score):
+        return [after]
+    for other in sentences[1:]:
+        if other.score < SECOND_SENTENCE_RATIO * best.score:
+            break
+        if fits(other):
+            return [other]
+    return []
 
 
 def _clip(text: str, start: int, end: int, limit: int) -> int:

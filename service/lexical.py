@@ -72,8 +72,12 @@ class LexicalIndex:
         return idx, scores[idx]
 
     def term_idf(self, term: str) -> float:
+        """IDF of a term; one the corpus never uses gets the highest IDF (document frequency 0),
+        since a question about something absent from the text is a strong sign it can't answer."""
         tid = self.vocabulary.get(term)
-        return float(self.idf[tid]) if tid is not None else 0.0
+        if tid is not None:
+            return float(self.idf[tid])
+        return math.log(1.0 + (self.size + 0.5) / 0.5)
 
 
 def build(passages: Sequence[Sequence[str]], k1: float = 1.2, b: float = 0.75) -> LexicalIndex:

@@ -1,0 +1,52 @@
+"""Follow-up resolution: which turns lean on earlier ones, and the standalone query."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.conversation import is_followup, standalone_query, topic_of
+
+
+@pytest.mark.parametrize(
+    ("question", "topic"),
+    [
+        ("What does a VP of Product do?", "VP of Product"),
+        ("Tell me about Bloomberg's head of product.", "Bloomberg's head of product"),
+        ("Who is the chief product officer?", "chief product officer"),
+        ("Explain product roadmaps", "product roadmaps"),
+    ],
+)
+def test_topic_of(question: str, topic: str) -> None:
+    assert topic_of(question) == topic
+
+
+@pytest.mark.parametrize(
+    ("question", "followup"),
+    [
+        ("And how do they share their strategy?", True),
+        ("Who became chairman of its board?", True),
+        ("What about salaries?", True),
+        ("Why?", True),
+        ("What degree does a head of product typically have?", False),
+        ("Who was named chairman of Bloomberg's new board of directors?", False),
+    ],
+)
+def test_is_followup(question: str, followup: bool) -> None:
+    assert is_followup(question) is followup
+
+
+def test_standalone_query_adds_the_topic_of_the_last_self_contained_turn() -> None:
+    turns = ["What does a chief product officer do?", "And how do they share their strategy?",
+             "What tools do they use?"]
+    assert standalone_query(turns) == "What tools do they use? (chief product officer)"
+
+
+def test_self_contained_questions_pass_through() -> None:
+    turns = ["What does a VP of Product do?", "What degree does a head of product have?"]
+    assert standalone_query(turns) == turns[-1]
+    assert standalone_query(["Only one turn?"]) == "Only one turn?"
+
+
+def test_topic_already_present_is_not_repeated() -> None:
+    turns = ["Tell me about FeedBear.", "Is FeedBear free? And is it popular?"]
+    assert standalone_query(turns) == turns[-1]

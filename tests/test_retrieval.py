@@ -1,0 +1,87 @@
+"""Hybrid retrieval: fusion of dense and BM25 candidates, duplicates dropped, loading checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service import lexical, store
+from service.indexing import build_index
+from service.retrieval import SearchIndex, check_compatible, load_index, retrieve
+from service.settings import Settings
+from tests.conftest import FakeEncoder
+
+
+def _index(tmp_path: Path, files: dict[str, str], encoder: FakeEncoder) -> SearchIndex:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name, text in files.items():
+        (corpus / name).write_text(text, "utf-8")
+    settings = Settings(corpus_dir=corpus, index_dir=tmp_path / "index")
+    build_index(settings, encoder=encoder)
+    return load_index(settings.index_dir)
+
+
+def _ask(index: SearchIndex, encoder: FakeEncoder, question: str, k: int = 3) -> list[str]:
+    vector = encoder.encode_queries([question])[0]
+    hits = retrieve(index, vector, lexical.terms(question), k)
+    return [index.chunks[h.chunk].doc_id for h in hits]
+
+
+def test_exact_rare_terms_are_found(tmp_path: Path, fake_encoder: FakeEncoder) -> None:
+    files = {f"d{i}.txt": f"Generic note number {i} about teams and products." for i in range(8)}
+    files["tool.txt"] = "Feedback can be collected with FeedBear by the product team."
+    index = _index(tmp_path, files, fake_encoder)
+    assert _ask(index, fake_encoder, "Which tool is FeedBear?")[0] == "tool.txt"
+
+
+def test_near_duplicates_are_dropped(tmp_path: Path, fake_encoder: FakeEncoder) -> None:
+    text = "The board named a new chairman of the company in March after a long search."
+    files = {"a.txt": text, "b.txt": text + " ", "c.txt": "A chairman leads the board."}
+    index = _index(tmp_path, files, fake_encoder)
+    found = _ask(index, fake_encoder, "Who is the new chairman of the board?")
+    assert found[0] in ("a.txt", "b.txt")
+    assert not {"a.txt", "b.txt"} <= set(found)
+    assert "c.txt" in found
+
+
+def test_fused_scores_are_ordered_and_bounded(tmp_path: Path, fake_encoder: FakeEncoder) -> None:
+    files = {f"d{i}.txt": f"Paragraph {i} on product roadmaps and strategy {i}." for i in range(6)}
+    index = _index(tmp_path, files, fake_encoder)
+    vector = fake_encoder.encode_queries(["roadmaps strategy"])[0]
+    hits = retrieve(index, vector, lexical.terms("roadmaps strategy"), 5)
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    assert all(0 <= s <= 1.0 + 1e-6 for s in scores)
+    assert len({h.chunk for h in hits}) == len(hits)
+
+
+def test_dense_only_match_still_retrieved(tmp_path: Path, fake_encoder: FakeEncoder) -> None:
+    files = {"a.txt": "Alpha beta gamma.", "b.txt": "Delta epsilon zeta."}
+    index = _index(tmp_path, files, fake_encoder)
+    # No query term survives stopword removal, so only the dense side can find anything.
+    vector = fake_encoder.encode_queries(["alpha"])[0]
+    hits = retrieve(index, vector, [], 2)
+    assert index.chunks[hits[0].chunk].doc_id == "a.txt"
+
+
+def test_damaged_index_is_refused(tmp_path: Path, fake_encoder: FakeEncoder) -> None:
+    index = _index(tmp_path, {"a.txt": "Some text here."}, fake_encoder)
+    vectors = tmp_path / "index" / "versions" / index.version / "vectors.npy"
+    data = bytearray(vectors.read_bytes())
+    data[-1] ^= 0xFF
+    vectors.write_bytes(bytes(data))
+    with pytest.raises(store.IndexUnavailable, match="checksum"):
+        load_index(tmp_path / "index")
+
+
+def test_incompatible_model_is_refused(tmp_path: Path, fake_encoder: FakeEncoder) -> None:
+    index = _index(tmp_path, {"a.txt": "Some text here."}, fake_encoder)
+    check_compatible(index.manifest, fake_encoder.model, "fake")
+    with pytest.raises(store.IndexUnavailable, match="rebuild"):
+        check_compatible(index.manifest, FakeEncoder(dimension=16).model, "fake")
+    with pytest.raises(store.IndexUnavailable, match="encoder"):
+        check_compatible(index.manifest, fake_encoder.model, "onnx-int8")
+    assert np.allclose(np.linalg.norm(index.vectors, axis=1), 1.0, atol=1e-5)
