@@ -10,12 +10,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from service import store
 from service.api import router
 from service.encoder import Encoder, describe_model
 from service.engine import Engine
-from service.limits import BodyLimitMiddleware
+from service.limits import REFUSALS, AnswerLimitMiddleware, BodyLimitMiddleware, Capacity
+from service.observability import Metrics, ObservabilityMiddleware, metrics_endpoint
+from service.ratelimit import ClientIdentity, RateLimiter, RateLimitMiddleware
 from service.retrieval import check_compatible
 from service.settings import Settings
 from service.web import router as web_router
@@ -42,6 +45,18 @@ def check_startup(settings: Settings, encoder: Encoder | None = None) -> None:
     check_compatible(manifest, model, encoder.kind if encoder else settings.encoder)
 
 
+def load_settings() -> Settings:
+    """Settings from the environment. A bad value stops the boot naming the variable, never
+    echoing the value: it may be the admin token."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"QA_{'_'.join(map(str, e['loc'])).upper()}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors())
+        raise StartupError(f"invalid configuration: {problems}") from None
+
+
 def _safe(text: object) -> str:
     # Lone surrogates cannot be encoded as UTF-8; never let them reach the response.
     return str(text).encode("utf-8", "replace").decode("utf-8")
@@ -58,7 +73,8 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
 def create_app(settings: Settings | None = None, *, encoder: Encoder | None = None) -> FastAPI:
     """Build the app for `settings` (default: from the environment). `encoder` replaces the
     configured one, for tests."""
-    settings = settings or Settings()
+    settings = settings or load_settings()
+    logging.getLogger("service").setLevel(settings.log_level)
     try:
         check_startup(settings, encoder)
     except store.IndexUnavailable as exc:
@@ -79,12 +95,26 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
         docs_url="/docs" if settings.docs_enabled else None,
         redoc_url=None,
         openapi_url="/openapi.json" if settings.docs_enabled else None,
+        responses=REFUSALS,
     )
     app.state.engine = engine
     app.state.settings = settings
     app.include_router(router)
     app.include_router(web_router)
     app.add_exception_handler(RequestValidationError, validation_error)
+    capacity = Capacity(settings.max_concurrency)
+    identity = ClientIdentity(settings.trusted_proxies)
+    app.state.client_identity = identity
+    app.state.metrics = Metrics(engine, capacity)
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    # The last added runs first: observability sees every response, CORS headers reach the
+    # refusals, and a refused request costs no body read and no answering slot.
+    app.add_middleware(AnswerLimitMiddleware, capacity=capacity,
+                       timeout=settings.request_timeout)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    if settings.rate_limit:
+        app.add_middleware(RateLimitMiddleware, limiter=RateLimiter(settings.rate_limit),
+                           identity=identity)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.allowed_origins,
@@ -93,5 +123,7 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
         allow_credentials=False,
         max_age=600,
     )
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics,
+                       routes=app.router.routes, client=identity.address,
+                       log_questions=settings.log_questions, max_body=settings.max_body_bytes)
     return app

@@ -1,10 +1,36 @@
-"""Request body limit, enforced on the bytes actually received (chunked bodies included)."""
+"""Request limits: body size on the bytes received, and answering concurrency and time."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+from collections import deque
 
+import anyio
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+# The routes that retrieve and compose an answer: the only ones whose cost grows under load.
+ANSWER_PATHS = frozenset({"/api/ask", "/api/chat"})
+
+
+class Refusal(BaseModel):
+    detail: str
+
+
+_RETRY = {"Retry-After": {"description": "Seconds to wait before retrying.",
+                          "schema": {"type": "integer"}}}
+# The refusals any route may give, for the OpenAPI schema (`FastAPI(responses=...)`).
+REFUSALS: dict[int | str, dict[str, object]] = {
+    413: {"model": Refusal, "description": "The request body is over the size limit."},
+    429: {"model": Refusal, "description": "Too many requests from this client.",
+          "headers": _RETRY},
+    503: {"model": Refusal, "description": "Not ready, busy, or the answer took too long.",
+          "headers": _RETRY},
+}
 
 
 class BodyLimitMiddleware:
@@ -61,9 +87,131 @@ class BodyLimitMiddleware:
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    body = json.dumps({"detail": f"request body is over the {limit:,}-byte limit"}).encode()
-    await send({"type": "http.response.start", "status": 413,
+    await refuse(send, 413, f"request body is over the {limit:,}-byte limit",
+                 [(b"connection", b"close")])
+
+
+async def refuse(send: Send, status: int, detail: str,
+                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """A complete JSON error response in FastAPI's `{"detail": ...}` shape."""
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+                            (b"content-length", str(len(body)).encode()), *(headers or [])]})
     await send({"type": "http.response.body", "body": body})
+
+
+class Capacity:
+    """How many answers are computed at once. A request beyond `limit` waits up to `queue_wait`
+    seconds for a slot (at most `limit` of them wait), then is turned away.
+
+    Used only from the event loop, so plain counters need no lock.
+    """
+
+    def __init__(self, limit: int, queue_wait: float = 0.25) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.limit = limit
+        self.queue_wait = queue_wait
+        self.in_flight = 0
+        self._waiters: deque[anyio.Event] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    async def acquire(self) -> bool:
+        """Take a slot; False when none came free in time."""
+        if self.in_flight < self.limit and not self._waiters:
+            self.in_flight += 1
+            return True
+        if self.queue_wait <= 0 or len(self._waiters) >= self.limit:
+            return False
+        event = anyio.Event()
+        self._waiters.append(event)
+        try:
+            with anyio.move_on_after(self.queue_wait):
+                await event.wait()
+        except BaseException:
+            self._give_up(event)
+            raise
+        if event.is_set():
+            return True
+        self._give_up(event)
+        return False
+
+    def _give_up(self, event: anyio.Event) -> None:
+        if event.is_set():
+            self.release()  # a slot was handed over just as we stopped waiting
+        else:
+            self._waiters.remove(event)
+
+    def release(self) -> None:
+        if self._waiters:
+            self._waiters.popleft().set()  # the slot passes straight to the oldest waiter
+        else:
+            self.in_flight -= 1
+
+
+class AnswerLimitMiddleware:
+    """Bounds the answering routes: a full `capacity` answers 503 at once instead of queueing,
+    and an answer not started within `timeout` seconds answers 503.
+
+    A route running in a worker thread cannot be interrupted, so on timeout the 503 goes out
+    while the work finishes unseen; it keeps its slot until then, so abandoned work still
+    counts against the capacity. The timer is a loop callback rather than a task per request:
+    a task group would cost ~50 µs on every answer, the callback ~2 µs.
+    """
+
+    def __init__(self, app: ASGIApp, capacity: Capacity, timeout: float,
+                 paths: frozenset[str] = ANSWER_PATHS) -> None:
+        self.app = app
+        self.capacity = capacity
+        self.timeout = timeout
+        self.paths = paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        if not await self.capacity.acquire():
+            log.warning("answering capacity (%d) full: refused", self.capacity.limit)
+            await refuse(send, 503, "the service is busy; retry in a moment",
+                         [(b"retry-after", b"1")])
+            return
+        deadline = _Deadline(send, self.timeout)
+        timer = asyncio.get_running_loop().call_later(self.timeout, deadline.expire)
+        try:
+            await self.app(scope, receive, deadline.send)
+        finally:
+            timer.cancel()
+            self.capacity.release()
+            if deadline.late is not None:
+                await deadline.late
+
+
+class _Deadline:
+    """Passes a route's messages through until the deadline; after it, sends the 503 instead."""
+
+    def __init__(self, send: Send, timeout: float) -> None:
+        self._send = send
+        self.timeout = timeout
+        self.started = False
+        self.expired = False
+        self.late: asyncio.Task[None] | None = None
+
+    async def send(self, message: Message) -> None:
+        if self.expired:
+            return  # the client already has its 503
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
+
+    def expire(self) -> None:
+        if self.started:
+            return  # the answer is already on its way; let it finish
+        self.expired = True
+        log.warning("no answer within %g s: answered 503", self.timeout)
+        self.late = asyncio.ensure_future(refuse(
+            self._send, 503, f"no answer within {self.timeout:g} s; retry in a moment",
+            [(b"retry-after", b"2")]))

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     cache_size: int = Field(default=1024, ge=0)
     docs_enabled: bool = True
     log_questions: bool = False
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("allowed_origins", "trusted_proxies", mode="before")
     @classmethod
@@ -47,6 +47,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("admin_token")
     @classmethod

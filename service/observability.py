@@ -1,0 +1,291 @@
+"""Prometheus metrics, request ids, access logs and the headers every response carries."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import generate_latest as render
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.engine import Engine, NotReady
+from service.limits import ANSWER_PATHS, Capacity, refuse
+from service.logging_config import REQUEST_ID
+
+access_log = logging.getLogger("service.access")
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED = "<unmatched>"
+# The widget's files change only with a deploy; a short lifetime keeps pages fast yet fresh.
+STATIC_PATHS = frozenset({"/", "/widget.js", "/demo.css"})
+STATIC_PREFIX = "/static/"
+STATIC_CACHE = b"public, max-age=300"
+NO_STORE = b"no-store"
+_SANE_ID = re.compile(r"[A-Za-z0-9._:=+/-]{1,128}", re.ASCII)
+
+
+class Metrics:
+    """Every metric of one app, in its own registry (tests build many apps in one process)."""
+
+    def __init__(self, engine: Engine, capacity: Capacity | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("qa_http_requests", "HTTP requests by route template and status.",
+                                ["method", "route", "status"], registry=self.registry)
+        self.latency = Histogram("qa_http_request_duration_seconds",
+                                 "Time from request to the end of the response.",
+                                 ["method", "route"], buckets=LATENCY_BUCKETS,
+                                 registry=self.registry)
+        self.answers = Counter("qa_answers", "Answers given, by route and outcome "
+                               "(answered, or declined because the text does not say).",
+                               ["route", "outcome"], registry=self.registry)
+        self.registry.register(_ServingCollector(engine, capacity))
+        ProcessCollector(registry=self.registry)
+        # `labels()` validates and locks on every call; the label sets seen are few and fixed.
+        self._request_children: dict[tuple[str, str, int], Callable[[], None]] = {}
+        self._latency_children: dict[tuple[str, str], Callable[[float], None]] = {}
+        self._answer_children: dict[tuple[str, str], Callable[[], None]] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        inc = self._request_children.get((method, route, status))
+        if inc is None:
+            inc = self.requests.labels(method, route, str(status)).inc
+            self._request_children[(method, route, status)] = inc
+        inc()
+        observe = self._latency_children.get((method, route))
+        if observe is None:
+            observe = self.latency.labels(method, route).observe
+            self._latency_children[(method, route)] = observe
+        observe(seconds)
+
+    def answer(self, route: str, outcome: str) -> None:
+        inc = self._answer_children.get((route, outcome))
+        if inc is None:
+            inc = self._answer_children[(route, outcome)] = self.answers.labels(route, outcome).inc
+        inc()
+
+    def exposition(self) -> bytes:
+        return render(self.registry)
+
+
+class _ServingCollector(Collector):
+    """Index and capacity figures, read at scrape time so they are never stale."""
+
+    def __init__(self, engine: Engine, capacity: Capacity | None) -> None:
+        self.engine = engine
+        self.capacity = capacity
+        self._build_seconds: dict[str, float] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            snapshot = self.engine.snapshot
+        except NotReady:
+            snapshot = None
+        yield GaugeMetricFamily("qa_index_ready", "1 once an index version is being served.",
+                                value=1 if snapshot else 0)
+        if snapshot is not None:
+            manifest = snapshot.index.manifest
+            info = InfoMetricFamily("qa_index", "The index version being served.",
+                                    labels=["version", "model", "encoder"])
+            info.add_metric([snapshot.version, str(manifest.get("model", {}).get("name", "")),
+                             str(manifest.get("encoder", {}).get("kind", ""))], {})
+            yield info
+            yield GaugeMetricFamily("qa_index_documents", "Documents in the served index.",
+                                    value=len(snapshot.index.documents))
+            yield GaugeMetricFamily("qa_index_chunks", "Passages in the served index.",
+                                    value=len(snapshot.index.chunks))
+        builds = GaugeMetricFamily("qa_index_build_seconds",
+                                   "How long building each index version on disk took.",
+                                   labels=["version"])
+        for version, seconds in self._builds():
+            builds.add_metric([version], seconds)
+        yield builds
+        if self.capacity is not None:
+            yield GaugeMetricFamily("qa_answers_in_flight", "Answers being computed now.",
+                                    value=self.capacity.in_flight)
+            yield GaugeMetricFamily("qa_answers_waiting", "Requests waiting for a free slot.",
+                                    value=self.capacity.waiting)
+
+    def _builds(self) -> list[tuple[str, float]]:
+        folder = self.engine.index_dir / "versions"
+        found = []
+        for path in sorted(folder.glob("*/build.json")) if folder.is_dir() else []:
+            version = path.parent.name
+            if version not in self._build_seconds:
+                seconds = _read_seconds(path)
+                if seconds is None:
+                    continue
+                self._build_seconds[version] = seconds  # a build report never changes
+            found.append((version, self._build_seconds[version]))
+        for gone in set(self._build_seconds) - {v for v, _ in found}:
+            del self._build_seconds[gone]
+        return found
+
+
+def _read_seconds(path: Path) -> float | None:
+    try:
+        seconds = json.loads(path.read_text("utf-8")).get("seconds")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(seconds) if isinstance(seconds, int | float) else None
+
+
+def metrics_endpoint(request: Request) -> Response:
+    """GET /metrics: Prometheus text format."""
+    metrics: Metrics = request.app.state.metrics
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def request_id(scope: Scope) -> str:
+    """The caller's `X-Request-ID` when it is short and plain, else a fresh one."""
+    for key, value in scope.get("headers", ()):
+        if key == b"x-request-id":
+            text: str = value.decode("latin-1")
+            if _SANE_ID.fullmatch(text):
+                return text
+            break
+    return os.urandom(16).hex()
+
+
+def cache_control(path: str, status: int) -> bytes:
+    if status == 200 and (path in STATIC_PATHS or path.startswith(STATIC_PREFIX)):
+        return STATIC_CACHE
+    return NO_STORE
+
+
+class ObservabilityMiddleware:
+    """Outermost layer: request id (context, log lines and response header), security and
+    cache headers, one access log line and the request metrics, for every response including
+    the ones the limits refuse. Pure ASGI: a few microseconds per request."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: Sequence[BaseRoute],
+                 client: Callable[[Scope], str], log_questions: bool = False,
+                 max_body: int = 65_536) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.routes = routes
+        self.client = client
+        self.log_questions = log_questions
+        self.max_body = max_body
+        self._templates: list[tuple[re.Pattern[str], str]] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        rid = request_id(scope)
+        token = REQUEST_ID.set(rid)
+        path: str = scope["path"]
+        status = 500
+        responded = False
+        outcome: str | None = None
+        answering = path in ANSWER_PATHS
+        body: list[bytes] | None = [] if self.log_questions and answering else None
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, outcome, responded
+            if message["type"] == "http.response.start":
+                status, responded = message["status"], True
+                headers = list(message.get("headers", ()))
+                names = {k.lower() for k, _ in headers}
+                headers.append((b"x-request-id", rid.encode()))
+                if b"x-content-type-options" not in names:
+                    headers.append((b"x-content-type-options", b"nosniff"))
+                if b"cache-control" not in names:
+                    headers.append((b"cache-control", cache_control(path, status)))
+                message = {**message, "headers": headers}
+            elif answering and status == 200 and outcome is None:
+                # The route is the one place that knows; reading its compact JSON keeps
+                # metrics out of the routes. Inside a JSON string a quote is always escaped,
+                # so these bytes can only be the top-level key.
+                chunk = message.get("body", b"")
+                if b'"answered":true' in chunk:
+                    outcome = "answered"
+                elif b'"answered":false' in chunk:
+                    outcome = "declined"
+            await send(message)
+
+        async def receive_wrapper() -> Message:
+            message = await receive()
+            if body is not None and sum(map(len, body)) <= self.max_body:
+                body.append(message.get("body", b""))
+            return message
+
+        try:
+            await self.app(scope, receive if body is None else receive_wrapper, send_wrapper)
+        except Exception:
+            if not responded:
+                # Answer in the usual shape and headers; the server still logs the traceback.
+                await refuse(send_wrapper, 500, f"internal error (request id {rid})")
+                status = 500
+            raise
+        finally:
+            seconds = time.perf_counter() - started
+            route = self._route(scope)
+            method = scope["method"] if scope["method"] in METHODS else "OTHER"
+            self.metrics.observe(method, route, status, seconds)
+            if outcome is not None:
+                self.metrics.answer(route, outcome)
+            if access_log.isEnabledFor(logging.INFO):
+                extra: dict[str, object] = {
+                    "method": method, "path": path[:200], "route": route, "status": status,
+                    "ms": round(seconds * 1000, 2), "client": self.client(scope)}
+                if outcome is not None:
+                    extra["outcome"] = outcome
+                if body:
+                    question = _question(b"".join(body))
+                    if question is not None:
+                        extra["question"] = question
+                access_log.log(logging.ERROR if status >= 500 else logging.INFO,
+                               "%s %s %d", method, path, status, extra=extra)
+            REQUEST_ID.reset(token)
+
+    def _route(self, scope: Scope) -> str:
+        route = scope.get("route")
+        if route is not None:
+            return str(getattr(route, "path", UNMATCHED))
+        # Refused before routing (413, 429, 503): name it by the route it was meant for.
+        if self._templates is None:
+            self._templates = _templates(self.routes)
+        path = scope["path"]
+        for regex, template in self._templates:
+            if regex.match(path):
+                return template
+        return UNMATCHED
+
+
+def _templates(routes: Sequence[BaseRoute]) -> list[tuple[re.Pattern[str], str]]:
+    """Every route's path pattern and template, looking inside included routers."""
+    found: list[tuple[re.Pattern[str], str]] = []
+    for route in routes:
+        nested = getattr(getattr(route, "original_router", None), "routes", None)
+        if nested is not None:
+            found += _templates(nested)
+        elif hasattr(route, "path_regex") and hasattr(route, "path"):
+            found.append((route.path_regex, str(route.path)))
+    return found
+
+
+def _question(raw: bytes) -> str | None:
+    """The question in an /api/ask or /api/chat body, for the log line (opt-in only)."""
+    try:
+        data = json.loads(raw)
+        if "messages" in data:
+            data = data["messages"][-1]
+            return str(data["content"])[:1000]
+        return str(data["question"])[:1000]
+    except (ValueError, TypeError, KeyError, IndexError, RecursionError):
+        return None
