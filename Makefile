@@ -30,7 +30,7 @@ index: install
 
 serve: install
 	$(BIN)/python scripts/build_index.py --if-stale
-	exec $(BIN)/uvicorn --factory service.app:create_app --host $(HOST) --port $(PORT) --log-config service/log_config.json
+	exec $(BIN)/uvicorn --factory service.app:create_app --host $(HOST) --port $(PORT) --log-config service/log_config.json --no-proxy-headers
 
 lint: install-dev
 	$(BIN)/ruff check service scripts tests eval bench
