@@ -10,9 +10,12 @@
   const title = d.title || 'Ask a question';
   const KEY = 'cited-qa:' + base.href;
   const MAX_TURNS = 19; // the API takes at most 20 messages: 19 earlier turns + the question
+  const KEEP_TURNS = 60; // what the page remembers and shows; sessionStorage is a few MB
 
   const STYLE = `
-:host{all:initial;display:block}
+/* Important, because for important declarations the shadow tree's :host rule beats the page's
+   rules, so no page style (transform, display, filter...) can move or hide the widget. */
+:host{all:initial!important;display:block!important}
 .r{all:initial;display:block;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
 color:#1b1f24;--a:#1f55c4;--on:#fff;-webkit-text-size-adjust:100%}
 *,*::before,*::after{box-sizing:border-box}
@@ -46,13 +49,14 @@ text-align:center;line-height:18px;vertical-align:1px}
 .c[aria-expanded=true]{box-shadow:0 0 0 2px #fff,0 0 0 4px var(--a)}
 .s{margin-top:8px;white-space:normal}.s ul{margin:0;padding:0;list-style:none}
 .s p{margin:0 0 3px;font-size:12px;color:#4a5260}
-.s button{all:unset;display:block;cursor:pointer;padding:3px 0;color:#173f94;text-decoration:underline;font-size:13px}
-.s button:focus-visible{outline:3px solid var(--a)}
+.s button{all:unset;display:block;cursor:pointer;padding:3px 0;color:#173f94;text-decoration:underline;
+font-size:13px;white-space:nowrap;overflow:hidden;text-overflow:ellipsis;max-width:100%}
+.s button:focus-visible{outline:3px solid var(--a)}.s button[aria-expanded=true]{font-weight:600}
 .q{margin-top:8px;padding:8px 10px;background:#fff;border:1px solid #c9d0da;border-radius:8px;
 white-space:normal}
 .q:focus{outline:none}.q:focus-visible{outline:3px solid var(--a)}
 .q b{display:block}.q small{display:block;color:#4a5260;font-size:12px}
-blockquote{margin:6px 0;white-space:pre-wrap;max-height:260px;overflow:auto;font-size:13px}
+blockquote{margin:6px 0;white-space:pre-wrap;max-height:220px;overflow:auto;font-size:13px}
 mark{background:#ffe066;color:#1b1f24;border-radius:2px}
 .cx{background:#e3ecfb}
 .q button,.m>button{margin:4px 6px 0 0;font-size:12px}
@@ -63,6 +67,7 @@ mark{background:#ffe066;color:#1b1f24;border-radius:2px}
 form{display:flex;gap:8px;padding:10px;border-top:1px solid #dde2e8;align-items:flex-end}
 textarea{flex:1;resize:none;border:1px solid #8a94a3;border-radius:8px;padding:8px;
 min-height:38px;max-height:120px;background:#fff}
+textarea::placeholder{white-space:nowrap;overflow:hidden;text-overflow:ellipsis;color:#5f6773}
 form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-weight:600}
 .sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
 @media (max-width:640px){.r:not(.inline) .p{inset:0;width:100%;height:100%;border-radius:0;border:0}
@@ -165,8 +170,15 @@ form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-w
   let busy = false;
   let waitUntil = 0;
   const say = (text) => { status.textContent = text; };
-  const scrollTo = (el) => { log.scrollTop = Math.max(0, el.offsetTop - 8); };
-  const add = (el) => { log.append(el); scrollTo(el); return el; };
+  // Bring `el` into view inside the log only (scrollIntoView would scroll the host page too),
+  // keeping what is above it visible when it fits: an opened passage stays beside its answer.
+  const reveal = (el) => {
+    const top = el.offsetTop - 8;
+    const bottom = el.offsetTop + el.offsetHeight + 8;
+    if (bottom > log.scrollTop + log.clientHeight) log.scrollTop = Math.min(top, bottom - log.clientHeight);
+    else if (top < log.scrollTop) log.scrollTop = top;
+  };
+  const add = (el) => { log.append(el); reveal(el); return el; };
   const setBusy = (on) => { busy = on; send.disabled = on || Date.now() < waitUntil; };
 
   function show(open, focus) {
@@ -209,7 +221,8 @@ form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-w
     const quote = h('blockquote', null, marked(c.text, c.start, c.highlights));
     const note = h('p', { className: 'ok', hidden: true });
     const box = h('div', { className: 'q', role: 'region', tabIndex: -1, 'aria-label': 'Source ' + c.n },
-      h('b', null, '[' + c.n + '] ' + (c.title || c.doc_id)), c.heading ? h('small', null, c.heading) : null,
+      h('b', null, '[' + c.n + '] ' + (c.heading || c.title || c.doc_id)),
+      c.heading ? h('small', null, c.title || c.doc_id) : null,
       quote, note);
     let wide = false;
     const more = btn('See in context', null, async () => {
@@ -261,23 +274,23 @@ form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-w
       open = { n: c.n, box };
       el.append(box);
       chips.filter((x) => x.n === c.n).forEach((x) => x.setAttribute('aria-expanded', 'true'));
-      box.focus();
-      scrollTo(box);
+      box.focus({ preventScroll: true });
+      reveal(box);
     };
-    const chip = (c, text, cls, label) => {
-      const b = btn(text, { className: cls, 'aria-expanded': 'false', 'aria-label': label }, () => toggle(c, b));
+    const chip = (c, text, props) => {
+      const b = btn(text, Object.assign({ 'aria-expanded': 'false' }, props), () => toggle(c, b));
       b.n = c.n;
       chips.push(b);
       return b;
     };
-    const where = (c) => (c.title || c.doc_id) + (c.heading ? ' — ' + c.heading : '');
+    const where = (c) => (c.heading ? c.heading + ' — ' : '') + (c.title || c.doc_id);
     const text = String(reply.answer || '');
     const parts = [];
     let last = 0;
     for (const m of text.matchAll(/\[(\d+)\]/g)) {
       const c = cites.find((x) => x.n === Number(m[1]));
       if (!c) continue;
-      parts.push(text.slice(last, m.index), chip(c, String(c.n), 'c', 'Source ' + c.n + ': ' + where(c)));
+      parts.push(text.slice(last, m.index), chip(c, String(c.n), { className: 'c', 'aria-label': 'Source ' + c.n + ': ' + where(c) }));
       last = m.index + m[0].length;
     }
     parts.push(text.slice(last));
@@ -286,7 +299,7 @@ form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-w
     if (cites.length) {
       el.append(h('div', { className: 's' },
         h('p', null, reply.answered ? 'Sources' : 'Nearest passages (they do not answer the question)'),
-        h('ul', null, cites.map((c) => h('li', null, chip(c, '[' + c.n + '] ' + where(c)))))));
+        h('ul', null, cites.map((c) => h('li', null, chip(c, '[' + c.n + '] ' + where(c), { title: where(c) }))))));
     }
     return el;
   }
@@ -367,6 +380,7 @@ form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-w
         })),
       };
       state.turns.push({ role: 'user', content: q }, { role: 'assistant', content: reply.answer, reply: keep });
+      state.turns = state.turns.slice(-KEEP_TURNS);
       save();
       add(answer(keep));
       say((keep.answered ? 'Answer: ' : 'Not answered by the text. ') + reply.answer);
