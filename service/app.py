@@ -120,6 +120,8 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
         allow_origins=settings.allowed_origins,
         allow_methods=["GET", "POST"],
         allow_headers=["Content-Type"],
+        # Not CORS-safelisted: without this a widget on another origin cannot read the wait.
+        expose_headers=["Retry-After"],
         allow_credentials=False,
         max_age=600,
     )

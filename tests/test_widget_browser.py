@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,47 +173,45 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
-def start_service(corpus: Path, index: Path, allowed: str, log: Path) -> tuple[
-        subprocess.Popen[bytes], str]:
+@pytest.fixture(scope="module")
+def index(corpus: Path, real_encoder_dir: Path) -> Path:
+    """The corpus indexed with the real packaged model, as `make index` does."""
+    target = corpus.parent / "index"
+    # Reuse the session's ONNX export rather than exporting the model again.
+    shutil.copytree(real_encoder_dir,
+                    encoder_folder(target, OnnxEncoder.kind, describe_model(None)))
+    build_index(Settings(corpus_dir=corpus, index_dir=target))
+    return target
+
+
+@contextmanager
+def running_service(corpus: Path, index: Path, allowed: str, rate_limit: int) -> Iterator[str]:
+    """`uvicorn --factory service.app:create_app` on a free loopback port; yields its origin."""
     port = free_port()
     env = {**os.environ, "QA_CORPUS_DIR": str(corpus), "QA_INDEX_DIR": str(index),
-           "QA_ALLOWED_ORIGINS": allowed, "QA_RATE_LIMIT": "0", "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1"}
+           "QA_ALLOWED_ORIGINS": allowed, "QA_RATE_LIMIT": str(rate_limit),
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    log = corpus.parent / f"uvicorn-{port}.log"
+    origin = f"http://127.0.0.1:{port}"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app",
              "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    return proc, f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture(scope="module")
-def origins(corpus: Path, real_encoder_dir: Path) -> Iterator[Origins]:
-    """The real service (real model, shipped corpus + the XSS document) and two host origins."""
-    index = corpus.parent / "index"
-    # Reuse the session's ONNX export rather than exporting the model again.
-    shutil.copytree(real_encoder_dir,
-                    encoder_folder(index, OnnxEncoder.kind, describe_model(None)))
-    build_index(Settings(corpus_dir=corpus, index_dir=index))
-    allowed_host, refused_host = HostSite(), HostSite()
-    log = corpus.parent / "uvicorn.log"
-    proc, service = start_service(corpus, index, allowed_host.origin, log)
-    for host in (allowed_host, refused_host):
-        host.point_at(service)
     try:
         deadline = time.monotonic() + 90
         while True:
             if proc.poll() is not None:
                 pytest.fail(f"the service exited ({proc.returncode}):\n{log.read_text()}")
             try:
-                if httpx.get(f"{service}/readyz", timeout=2).status_code == 200:
+                if httpx.get(f"{origin}/readyz", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
                 pytest.fail(f"the service did not become ready:\n{log.read_text()}")
-            time.sleep(0.2)
-        yield Origins(service, allowed_host.origin, refused_host.origin)
+            time.sleep(0.1)
+        yield origin
     finally:
         proc.terminate()
         try:
@@ -220,9 +219,36 @@ def origins(corpus: Path, real_encoder_dir: Path) -> Iterator[Origins]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        for host in (allowed_host, refused_host):
-            host.shutdown()
-            host.server_close()
+
+
+@contextmanager
+def host_sites(count: int) -> Iterator[list[HostSite]]:
+    sites = [HostSite() for _ in range(count)]
+    try:
+        yield sites
+    finally:
+        for site in sites:
+            site.shutdown()
+            site.server_close()
+
+
+@pytest.fixture(scope="module")
+def origins(corpus: Path, index: Path) -> Iterator[Origins]:
+    """The real service (real model, shipped corpus + the XSS document) and two host origins."""
+    with host_sites(2) as (allowed, refused), \
+            running_service(corpus, index, allowed.origin, rate_limit=0) as service:
+        allowed.point_at(service)
+        refused.point_at(service)
+        yield Origins(service, allowed.origin, refused.origin)
+
+
+@pytest.fixture(scope="module")
+def limited_host(corpus: Path, index: Path) -> Iterator[str]:
+    """A host page origin allowed by a service that takes two requests, then one per 30 s."""
+    with host_sites(1) as (host,), \
+            running_service(corpus, index, host.origin, rate_limit=2) as service:
+        host.point_at(service)
+        yield host.origin
 
 
 @pytest.fixture(scope="module")
@@ -650,3 +676,23 @@ def test_loading_rate_limited_not_ready_and_offline_states(
     expect(error).to_have_count(0)
     expect(widget(page, ".log > .m.u")).to_have_count(2)  # retries do not repeat the question
     expect(widget(page, ".log > .m:not(.u)").last).to_contain_text("red ledger")
+
+
+def test_real_rate_limit_across_origins_shows_the_servers_wait(
+        limited_host: str, open_page: Callable[..., Watch]) -> None:
+    # The widget script was one request; the first question takes the last token.
+    page = open_page(f"{limited_host}/").page
+    open_panel(page)
+    ask(page, "Who is the head of product at Bloomberg?")
+    box = widget(page, "textarea")
+    box.fill("Which former governor became Bloomberg's chairman?")
+    with page.expect_response(lambda r: r.url.endswith("/api/chat")) as response:
+        box.press("Enter")
+    assert response.value.status == 429
+    wait = response.value.headers["retry-after"]
+    assert int(wait) > 5, "a wait the widget could not have guessed"
+    error = widget(page, ".m.err")
+    # Readable only because the service exposes Retry-After to other origins.
+    expect(error).to_contain_text(f"ask again in {wait} s")
+    expect(error.get_by_role("button")).to_be_disabled()
+    shot(page, "20-rate-limited-cross-origin")
