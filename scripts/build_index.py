@@ -1,4 +1,5 @@
-"""Build (or rebuild) the index from a corpus folder: a thin CLI over service.indexing."""
+"""Build (or rebuild) the index from a corpus folder, list its versions, or roll back: a thin
+CLI over service.indexing and service.store."""
 
 from __future__ import annotations
 
@@ -27,12 +28,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="publish a new version regardless")
     parser.add_argument("--strict", action="store_true",
                         help="fail on any unusable file instead of skipping it")
+    actions = parser.add_mutually_exclusive_group()
+    actions.add_argument("--list", action="store_true",
+                         help="list the published versions (checksums verified) and exit")
+    actions.add_argument("--rollback", nargs="?", const="", metavar="VERSION",
+                         help="serve VERSION (default: the one before the current) and exit")
     args = parser.parse_args(argv)
     # Third-party libraries (the ONNX quantizer) log chattily at INFO on the root logger.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("service").setLevel(logging.INFO)
     overrides = {k: v for k, v in (("corpus_dir", args.corpus), ("index_dir", args.index)) if v}
     settings = Settings(**overrides)
+    if args.list:
+        return _list(settings.index_dir)
+    if args.rollback is not None:
+        return _rollback(settings.index_dir, args.rollback or None)
     if args.if_stale:
         reason = is_stale(settings)
         if reason is None:
@@ -41,13 +51,38 @@ def main(argv: list[str] | None = None) -> int:
         print(f"building index: {reason}")
     try:
         report = build_index(settings, strict=args.strict, force=args.force, progress=print)
-    except (CorpusError, BuildError, EncoderError, store.BuildLocked) as exc:
+    except (CorpusError, BuildError, EncoderError, store.BuildLocked, OSError) as exc:
+        # OSError: a full disk or a failed write; the staging folder is already removed.
         print(f"build failed, nothing published: {exc}", file=sys.stderr)
         return 1
     for problem in report.skipped:
         print(f"skipped {problem}", file=sys.stderr)
     if not report.published:
         print(report.summary())
+    return 0
+
+
+def _list(index_dir: Path) -> int:
+    versions = store.describe_versions(index_dir)
+    if not versions:
+        print(f"no published versions in {index_dir}")
+        return 1
+    for v in versions:
+        state = (f"DAMAGED: {v.problem}" if v.problem
+                 else f"{v.documents} documents, {v.chunks} chunks")
+        print(f"{'*' if v.current else ' '} {v.name}  built {v.built_at or '?'}  {state}")
+    return 0
+
+
+def _rollback(index_dir: Path, version: str | None) -> int:
+    before = store.current_version(index_dir)
+    try:
+        after = store.rollback(index_dir, version)
+    except (store.NoSuchVersion, store.IndexUnavailable, store.BuildLocked) as exc:
+        print(f"rollback failed, still serving {before}: {exc}", file=sys.stderr)
+        return 1
+    print(f"now serving {after} (was {before}); running services pick it up on their next "
+          "reload (QA_RELOAD_INTERVAL, or POST /api/admin/reload)")
     return 0
 
 

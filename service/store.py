@@ -18,6 +18,7 @@ import os
 import shutil
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,10 @@ class IndexUnavailable(Exception):
 
 class BuildLocked(Exception):
     """Another build holds the lock."""
+
+
+class NoSuchVersion(Exception):
+    """A version asked for (or a previous one to roll back to) is not published."""
 
 
 def sha256_file(path: Path) -> str:
@@ -140,7 +145,8 @@ def verify(version_dir: Path) -> dict[str, Any]:
 
 
 def prune(index_dir: Path, keep: int) -> list[str]:
-    """Delete all but the newest `keep` versions (never the current one) and stale staging."""
+    """Delete all but the newest `keep` versions (never the current one), and what killed
+    builds left behind. Call it only while holding the build lock."""
     current = current_version(index_dir)
     versions = list_versions(index_dir)
     removed = [v for v in versions[:-keep] if v != current] if keep > 0 else []
@@ -150,7 +156,54 @@ def prune(index_dir: Path, keep: int) -> list[str]:
     if folder.is_dir():
         for stale in folder.glob(".staging-*"):
             shutil.rmtree(stale, ignore_errors=True)
+    for tmp in index_dir.glob(f".{CURRENT}.*.tmp"):
+        tmp.unlink(missing_ok=True)
     return removed
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    name: str
+    current: bool
+    built_at: str
+    documents: int
+    chunks: int
+    problem: str  # empty when every file matches its checksum
+
+
+def describe_versions(index_dir: Path) -> list[VersionInfo]:
+    """Every published version, oldest first, each verified against its manifest."""
+    current = current_version(index_dir)
+    out = []
+    for name in list_versions(index_dir):
+        try:
+            manifest, problem = verify(index_dir / "versions" / name), ""
+        except IndexUnavailable as exc:
+            manifest, problem = {}, str(exc)
+        out.append(VersionInfo(name, name == current, str(manifest.get("built_at", "")),
+                               int(manifest.get("documents", 0)), int(manifest.get("chunks", 0)),
+                               problem))
+    return out
+
+
+def rollback(index_dir: Path, version: str | None = None) -> str:
+    """Point CURRENT at `version` (default: the one published before the current one) once it
+    verifies; running services pick it up on their next reload. Returns the version."""
+    with build_lock(index_dir):
+        current = current_version(index_dir)
+        versions = list_versions(index_dir)
+        if version is None:
+            older = [v for v in versions if current is not None and v < current]
+            if not older:
+                raise NoSuchVersion(
+                    f"no version older than {current} in {index_dir} to roll back to")
+            version = older[-1]
+        elif version not in versions:
+            raise NoSuchVersion(f"no published version {version!r} in {index_dir} "
+                                f"(published: {', '.join(versions) or 'none'})")
+        verify(index_dir / "versions" / version)
+        set_current(index_dir, version)
+        return version
 
 
 @contextlib.contextmanager
@@ -160,13 +213,15 @@ def build_lock(index_dir: Path) -> Iterator[None]:
     path = index_dir / "LOCK"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "unknown"
-            raise BuildLocked(f"another build is running on {index_dir} ({holder})") from None
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        # The holder's note must survive a failed attempt: the next one names the holder too.
+        holder = _holder(fd)
+        os.close(fd)
+        if exc.errno not in (errno.EAGAIN, errno.EACCES):
+            raise
+        raise BuildLocked(f"another build is running on {index_dir} ({holder})") from None
+    try:
         os.ftruncate(fd, 0)
         started = datetime.now(UTC).isoformat(timespec="seconds")
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {started}".encode(), 0)
@@ -175,3 +230,26 @@ def build_lock(index_dir: Path) -> Iterator[None]:
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
         os.close(fd)  # closing the descriptor releases the flock
+
+
+def _holder(fd: int) -> str:
+    return os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "unknown holder"
+
+
+def lock_holder(index_dir: Path) -> str | None:
+    """Who holds the build lock, or None when it is free. Only a probe: the answer may change
+    right after, so a build must still take the lock itself."""
+    try:
+        fd = os.open(index_dir / "LOCK", os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            return _holder(fd)
+        return None
+    finally:
+        os.close(fd)

@@ -1,0 +1,158 @@
+"""Index versions on disk: the pointer, rollback, verification, pruning and the build lock."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from service import store
+from service.indexing import VECTORS, build_index
+from service.retrieval import load_index
+from service.settings import Settings
+from tests.conftest import FakeEncoder
+
+
+def _publish(settings: Settings, encoder: FakeEncoder, count: int) -> list[str]:
+    """`count` more versions (forced rebuilds of the same corpus), oldest first."""
+    out = []
+    for _ in range(count):
+        report = build_index(settings, encoder=encoder, force=True)
+        assert report.version is not None
+        out.append(report.version)
+    return out
+
+
+def test_versions_sort_in_publishing_order(fake_settings: Settings,
+                                           fake_encoder: FakeEncoder) -> None:
+    first = store.current_version(fake_settings.index_dir)
+    later = _publish(fake_settings, fake_encoder, 2)
+    assert store.list_versions(fake_settings.index_dir) == [first, *later]
+    assert store.current_version(fake_settings.index_dir) == later[-1]
+
+
+def test_rollback_defaults_to_the_previous_version(fake_settings: Settings,
+                                                   fake_encoder: FakeEncoder) -> None:
+    first = store.current_version(fake_settings.index_dir)
+    second, third = _publish(fake_settings, fake_encoder, 2)
+    assert store.rollback(fake_settings.index_dir) == second
+    assert store.current_version(fake_settings.index_dir) == second
+    assert store.rollback(fake_settings.index_dir) == first
+    assert load_index(fake_settings.index_dir).version == first
+    with pytest.raises(store.NoSuchVersion, match="no version older than"):
+        store.rollback(fake_settings.index_dir)
+    assert store.rollback(fake_settings.index_dir, third) == third
+
+
+def test_rollback_refuses_unknown_and_damaged_versions(fake_settings: Settings,
+                                                       fake_encoder: FakeEncoder) -> None:
+    first = store.current_version(fake_settings.index_dir)
+    (second,) = _publish(fake_settings, fake_encoder, 1)
+    with pytest.raises(store.NoSuchVersion, match="no published version 'nope'"):
+        store.rollback(fake_settings.index_dir, "nope")
+    _flip_byte(fake_settings.index_dir / "versions" / str(first) / VECTORS)
+    with pytest.raises(store.IndexUnavailable, match="does not match its checksum"):
+        store.rollback(fake_settings.index_dir)
+    assert store.current_version(fake_settings.index_dir) == second
+
+
+def test_describe_versions_marks_current_and_damaged(fake_settings: Settings,
+                                                     fake_encoder: FakeEncoder) -> None:
+    first = store.current_version(fake_settings.index_dir)
+    (second,) = _publish(fake_settings, fake_encoder, 1)
+    _truncate(fake_settings.index_dir / "versions" / str(first) / VECTORS)
+    old, new = store.describe_versions(fake_settings.index_dir)
+    assert (old.name, old.current, new.name, new.current) == (first, False, second, True)
+    assert "vectors.npy does not match its checksum" in old.problem
+    assert new.problem == "" and new.documents == 1 and new.chunks > 0
+
+
+def _flip_byte(path: Path, offset: int = -1) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _truncate(path: Path) -> None:
+    os.truncate(path, path.stat().st_size // 2)
+
+
+@pytest.mark.parametrize("damage", [_flip_byte, _truncate])
+def test_verify_refuses_a_damaged_file(fake_settings: Settings, damage: object) -> None:
+    version = store.current_version(fake_settings.index_dir)
+    folder = fake_settings.index_dir / "versions" / str(version)
+    assert callable(damage)
+    damage(folder / "chunks.json")
+    with pytest.raises(store.IndexUnavailable, match=r"chunks.json does not match its checksum"):
+        store.verify(folder)
+    with pytest.raises(store.IndexUnavailable, match="run `make index`"):
+        load_index(fake_settings.index_dir)
+
+
+def test_verify_refuses_a_missing_file_and_a_damaged_manifest(fake_settings: Settings) -> None:
+    folder = fake_settings.index_dir / "versions" / str(
+        store.current_version(fake_settings.index_dir))
+    (folder / "dense.faiss").unlink()
+    with pytest.raises(store.IndexUnavailable, match="dense.faiss is missing"):
+        store.verify(folder)
+    (folder / store.MANIFEST).write_text('{"format": 1, "files": ', "utf-8")
+    with pytest.raises(store.IndexUnavailable, match="manifest.json is damaged"):
+        store.verify(folder)
+
+
+def test_prune_keeps_the_newest_and_the_current_and_clears_leftovers(
+        fake_settings: Settings, fake_encoder: FakeEncoder) -> None:
+    index_dir = fake_settings.index_dir
+    first = store.current_version(index_dir)
+    versions = [first, *_publish(fake_settings, fake_encoder, 4)]
+    # build_index prunes to keep_versions (3) itself.
+    assert store.list_versions(index_dir) == versions[-3:]
+    store.rollback(index_dir, versions[2])
+    (index_dir / "versions" / ".staging-killed").mkdir()
+    (index_dir / ".CURRENT.999.tmp").write_text("half", "utf-8")
+    assert store.prune(index_dir, keep=1) == [versions[3]]
+    assert store.list_versions(index_dir) == [versions[2], versions[4]]
+    assert not (index_dir / "versions" / ".staging-killed").exists()
+    assert not (index_dir / ".CURRENT.999.tmp").exists()
+
+
+def test_set_current_replaces_the_pointer_whole(tmp_path: Path) -> None:
+    store.set_current(tmp_path, "v1")
+    store.set_current(tmp_path, "v2")
+    assert (tmp_path / store.CURRENT).read_text("utf-8") == "v2\n"
+    assert store.current_version(tmp_path) == "v2"
+    assert [p.name for p in tmp_path.iterdir()] == [store.CURRENT]
+
+
+def test_second_build_lock_fails_at_once_naming_the_holder(tmp_path: Path) -> None:
+    assert store.lock_holder(tmp_path) is None
+    with store.build_lock(tmp_path):
+        holder = store.lock_holder(tmp_path)
+        assert holder is not None and holder.startswith(f"pid {os.getpid()} on ")
+        for _ in range(2):  # a failed attempt must not erase the holder's note
+            with pytest.raises(store.BuildLocked, match=f"pid {os.getpid()} on"):
+                with store.build_lock(tmp_path):
+                    pass
+    assert store.lock_holder(tmp_path) is None
+    with store.build_lock(tmp_path):
+        pass
+
+
+def test_cli_lists_and_rolls_back(fake_settings: Settings, fake_encoder: FakeEncoder,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from scripts import build_index as cli
+
+    index = str(fake_settings.index_dir)
+    first = store.current_version(fake_settings.index_dir)
+    (second,) = _publish(fake_settings, fake_encoder, 1)
+    assert cli.main(["--index", index, "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines] == [[first, "built"], ["*", second]]
+    assert cli.main(["--index", index, "--rollback"]) == 0
+    assert f"now serving {first} (was {second})" in capsys.readouterr().out
+    assert cli.main(["--index", index, "--rollback", second]) == 0
+    assert store.current_version(fake_settings.index_dir) == second
+    assert cli.main(["--index", index, "--rollback", "missing"]) == 1
+    assert f"rollback failed, still serving {second}" in capsys.readouterr().err
+    assert cli.main(["--index", str(fake_settings.index_dir / "none"), "--list"]) == 1
