@@ -696,3 +696,19 @@ def test_real_rate_limit_across_origins_shows_the_servers_wait(
     expect(error).to_contain_text(f"ask again in {wait} s")
     expect(error.get_by_role("button")).to_be_disabled()
     shot(page, "20-rate-limited-cross-origin")
+
+
+def test_characters_the_api_refuses_are_dropped_before_sending(
+        origins: Origins, open_page: Callable[..., Watch]) -> None:
+    page = open_page(f"{origins.service}/").page
+    open_panel(page)
+    # A pasted bell character and a lone surrogate would make the API answer 422.
+    widget(page, "textarea").evaluate(
+        "(el) => { el.value = ' Who is the head\\u0007 of product at Bloomberg?\\ud800 '; }")
+    with page.expect_request(lambda r: r.url.endswith("/api/chat")) as sent, \
+            page.expect_response(lambda r: r.url.endswith("/api/chat")) as response:
+        widget(page, "textarea").press("Enter")
+    question = (sent.value.post_data_json or {})["messages"][-1]["content"]
+    assert question == "Who is the head of product at Bloomberg?\ufffd"
+    assert response.value.status == 200
+    expect(widget(page, ".log .c").first).to_be_visible()

@@ -119,8 +119,9 @@ form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-w
   };
 
   // The API refuses control characters and lone surrogates; drop them before sending.
+  // (No regex lookbehind: older Safari cannot even parse it, which would stop the whole script.)
   const clean = (s) => s.replace(/[\0-\x08\x0b-\x1f\x7f-\x9f]/g, '')
-    .replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd')
+    .replace(/[\ud800-\udbff][\udc00-\udfff]|[\ud800-\udfff]/g, (m) => (m.length > 1 ? m : '\ufffd'))
     .trim();
 
   let state = { turns: [], open: false };
@@ -346,7 +347,7 @@ form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-w
     let reply;
     try {
       r = await fetch(new URL('api/chat', base), {
-        method: 'POST', credentials: 'omit', signal: AbortSignal.timeout(30000),
+        method: 'POST', credentials: 'omit', signal: AbortSignal.timeout && AbortSignal.timeout(30000),
         headers: { 'Content-Type': 'application/json' },
         body: JSON.stringify({ messages: history.concat({ role: 'user', content: q }) }),
       });
@@ -387,19 +388,17 @@ form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-w
     }
   }
 
-  form.addEventListener('submit', (e) => {
+  const submit = (e) => {
     e.preventDefault();
     const q = clean(input.value);
     if (!q || busy || Date.now() < waitUntil) return;
     input.value = '';
     input.style.height = '';
     ask(q, false);
-  });
+  };
+  form.addEventListener('submit', submit);
   input.addEventListener('keydown', (e) => {
-    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
-      e.preventDefault();
-      form.requestSubmit();
-    }
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) submit(e);
   });
   input.addEventListener('input', () => {
     input.style.height = 'auto';
