@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, field_validator
 from service.answer import Answer
 from service.conversation import standalone_query
 from service.engine import Engine, NotReady, Snapshot
+from service.limits import ErrorBody
 
 MAX_QUESTION_CHARS = 1000
 MAX_MESSAGE_CHARS = 4000
@@ -168,7 +169,8 @@ def chat(body: ChatRequest, engine: EngineDep, snapshot: SnapshotDep) -> ChatRes
     return ChatResponse(**base.model_dump(), query=query)
 
 
-@router.get("/api/documents/{doc_id:path}", response_model=DocumentOut, tags=["documents"])
+@router.get("/api/documents/{doc_id:path}", response_model=DocumentOut, tags=["documents"],
+            responses={404: {"model": ErrorBody, "description": "No such document."}})
 def document(doc_id: str, snapshot: SnapshotDep) -> DocumentOut:
     """The full text a citation's offsets point into."""
     doc = snapshot.index.documents.get(doc_id)

@@ -17,18 +17,22 @@ log = logging.getLogger(__name__)
 ANSWER_PATHS = frozenset({"/api/ask", "/api/chat"})
 
 
-class Refusal(BaseModel):
+class ErrorBody(BaseModel):
+    """FastAPI's error shape, for the schema."""
+
     detail: str
 
 
 _RETRY = {"Retry-After": {"description": "Seconds to wait before retrying.",
                           "schema": {"type": "integer"}}}
-# The refusals any route may give, for the OpenAPI schema (`FastAPI(responses=...)`).
+# The refusals any route may give besides its own, for the OpenAPI schema
+# (`FastAPI(responses=...)`); 400 is FastAPI's answer to a body it cannot decode.
 REFUSALS: dict[int | str, dict[str, object]] = {
-    413: {"model": Refusal, "description": "The request body is over the size limit."},
-    429: {"model": Refusal, "description": "Too many requests from this client.",
+    400: {"model": ErrorBody, "description": "The request body could not be parsed."},
+    413: {"model": ErrorBody, "description": "The request body is over the size limit."},
+    429: {"model": ErrorBody, "description": "Too many requests from this client.",
           "headers": _RETRY},
-    503: {"model": Refusal, "description": "Not ready, busy, or the answer took too long.",
+    503: {"model": ErrorBody, "description": "Not ready, busy, or the answer took too long.",
           "headers": _RETRY},
 }
 
