@@ -13,9 +13,11 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from service import store
+from service.admin import Admin
+from service.admin import router as admin_router
 from service.api import router
 from service.encoder import Encoder, describe_model
-from service.engine import Engine
+from service.engine import Engine, ReloadWatcher
 from service.limits import REFUSALS, AnswerLimitMiddleware, BodyLimitMiddleware, Capacity
 from service.observability import Metrics, ObservabilityMiddleware, metrics_endpoint
 from service.ratelimit import ClientIdentity, RateLimiter, RateLimitMiddleware
@@ -42,7 +44,8 @@ def check_startup(settings: Settings, encoder: Encoder | None = None) -> None:
         raise StartupError(f"no index in {index_dir}/: run `make index` (or `make serve`)")
     manifest = store.read_manifest(index_dir / "versions" / version)
     model = encoder.model if encoder else describe_model(settings.model_dir)
-    check_compatible(manifest, model, encoder.kind if encoder else settings.encoder)
+    check_compatible(manifest, model, encoder.kind if encoder else settings.encoder,
+                     settings.chunk_chars)
 
 
 def load_settings() -> Settings:
@@ -85,7 +88,15 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine.load()
-        yield
+        watcher = None
+        if settings.reload_interval > 0:
+            watcher = ReloadWatcher(engine, settings.reload_interval)
+            watcher.start()
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.stop()
 
     app = FastAPI(
         title="Cited Q&A",
@@ -101,6 +112,9 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
     app.state.settings = settings
     app.include_router(router)
     app.include_router(web_router)
+    if settings.admin_token is not None:
+        app.state.admin = Admin(settings, engine, encoder)
+        app.include_router(admin_router)
     app.add_exception_handler(RequestValidationError, validation_error)
     capacity = Capacity(settings.max_concurrency)
     identity = ClientIdentity(settings.trusted_proxies)
@@ -111,7 +125,9 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
     # refusals, and a refused request costs no body read and no answering slot.
     app.add_middleware(AnswerLimitMiddleware, capacity=capacity,
                        timeout=settings.request_timeout)
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    # Uploaded documents may be up to QA_MAX_FILE_BYTES, plus room for the form or JSON framing.
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes,
+                       overrides={"/api/admin/documents/": settings.max_file_bytes + 65_536})
     if settings.rate_limit:
         app.add_middleware(RateLimitMiddleware, limiter=RateLimiter(settings.rate_limit),
                            identity=identity)

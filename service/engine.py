@@ -52,7 +52,8 @@ class Engine:
         self.model = model
         self._fixed_encoder = encoder
         self._snapshot: Snapshot | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one load at a time; readers never take it
+        self._refused: str | None = None
         self._cache: OrderedDict[tuple[str, str, int], Answer] = OrderedDict()
         self._cache_lock = threading.Lock()
 
@@ -71,12 +72,18 @@ class Engine:
     def ready(self) -> bool:
         return self._snapshot is not None
 
+    @property
+    def served_version(self) -> str | None:
+        snap = self._snapshot
+        return snap.version if snap else None
+
     def _encoder_for(self, index: SearchIndex) -> Encoder:
         kind = index.manifest.get("encoder", {}).get("kind")
         if self._fixed_encoder is not None:
-            check_compatible(index.manifest, self._fixed_encoder.model, self._fixed_encoder.kind)
+            check_compatible(index.manifest, self._fixed_encoder.model, self._fixed_encoder.kind,
+                             self.settings.chunk_chars)
             return self._fixed_encoder
-        check_compatible(index.manifest, self.model, str(kind))
+        check_compatible(index.manifest, self.model, str(kind), self.settings.chunk_chars)
         current = self._snapshot
         if current and current.index.manifest.get("encoder") == index.manifest.get("encoder"):
             return current.encoder
@@ -99,22 +106,37 @@ class Engine:
     def load(self, version: str | None = None) -> Snapshot:
         """Load and verify a version (default: CURRENT) and serve it; on error keep the old one."""
         with self._lock:
+            return self._swap(version or store.current_version(self.index_dir))
+
+    def _swap(self, version: str | None) -> Snapshot:
+        try:
             index = load_index(self.index_dir, version)
             snap = Snapshot(index, self._encoder_for(index))
-            self._snapshot = snap
-            with self._cache_lock:
-                self._cache.clear()
-            log.info("serving index version %s (%d documents, %d chunks)", index.version,
-                     len(index.documents), len(index.chunks))
-            return snap
+        except store.IndexUnavailable:
+            self._refused = version
+            raise
+        # One reference assignment: a request holds either the old snapshot or the new one.
+        self._snapshot, self._refused = snap, None
+        with self._cache_lock:
+            self._cache.clear()
+        log.info("serving index version %s (%d documents, %d chunks)", index.version,
+                 len(index.documents), len(index.chunks))
+        return snap
 
-    def reload_if_changed(self) -> bool:
-        """Serve CURRENT if it names another version; True when a new version was loaded."""
-        version = store.current_version(self.index_dir)
-        if version is None or (self._snapshot and self._snapshot.version == version):
-            return False
-        self.load(version)
-        return True
+    def reload_if_changed(self, *, retry: bool = False) -> bool:
+        """Serve CURRENT if it names another version; True when a new version was loaded.
+
+        Raises IndexUnavailable (and keeps serving the old version) when the new one is
+        damaged or incompatible. Published versions never change, so a refused version is
+        not read again until CURRENT moves on, unless `retry`.
+        """
+        with self._lock:
+            version = store.current_version(self.index_dir)
+            if version is None or version == self.served_version or (
+                    version == self._refused and not retry):
+                return False
+            self._swap(version)
+            return True
 
     def ask(self, snapshot: Snapshot, question: str, k: int) -> Answer:
         """The answer for this snapshot, from the cache when the same question was just asked."""
@@ -132,3 +154,41 @@ class Engine:
             while len(self._cache) > self.settings.cache_size:
                 self._cache.popitem(last=False)
         return answer
+
+
+class ReloadWatcher:
+    """Polls the CURRENT pointer every `interval` seconds in a daemon thread and serves each
+    newly published version. Polling a one-line file is cheap and works on every filesystem,
+    unlike inotify (network mounts, containers)."""
+
+    def __init__(self, engine: Engine, interval: float) -> None:
+        if interval <= 0:
+            raise ValueError("interval must be positive; do not start a watcher to turn it off")
+        self.engine = engine
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="index-reload", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def check(self) -> None:
+        """One poll: load a new version if there is one; a bad one is logged and not served."""
+        try:
+            self.engine.reload_if_changed()
+        except store.IndexUnavailable as exc:
+            log.error("not serving the published index (still serving %s): %s",
+                      self.engine.served_version, exc)
+        except Exception:
+            # The watcher must outlive any surprise; the next poll tries again.
+            log.exception("index reload failed")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.check()

@@ -16,7 +16,14 @@ from service import lexical, store
 from service.chunking import Chunk
 from service.corpus import Document
 from service.encoder import ModelInfo
-from service.indexing import CHUNKS, DENSE, DOCUMENTS, SENTENCE_VECTORS, VECTORS
+from service.indexing import (
+    CHUNKER_VERSION,
+    CHUNKS,
+    DENSE,
+    DOCUMENTS,
+    SENTENCE_VECTORS,
+    VECTORS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +58,19 @@ class SearchIndex:
         return self.sentence_vectors[lo:hi].astype(np.float32)
 
 
-def check_compatible(manifest: dict[str, Any], model: ModelInfo, kind: str) -> None:
-    """Refuse an index made with another model, dimension or encoder, saying how to fix it."""
+def check_compatible(manifest: dict[str, Any], model: ModelInfo, kind: str,
+                     chunk_chars: int | None = None) -> None:
+    """Refuse an index made with another model, dimension, encoder or chunker (and, when
+    `chunk_chars` is given, another chunk size), saying how to fix it."""
+    chunker = manifest.get("chunker", {})
+    if chunker.get("version") != CHUNKER_VERSION or (
+            chunk_chars is not None and chunker.get("max_chars") != chunk_chars):
+        wanted = f"chunker {CHUNKER_VERSION}" + (
+            f" with QA_CHUNK_CHARS={chunk_chars}" if chunk_chars is not None else "")
+        raise store.IndexUnavailable(
+            f"index {manifest.get('version')} was split by chunker {chunker.get('version')} "
+            f"with QA_CHUNK_CHARS={chunker.get('max_chars')}, but the service is configured "
+            f"for {wanted}: rebuild with `make index`")
     built = manifest.get("model", {})
     if built.get("fingerprint") != model.fingerprint or built.get("dimension") != model.dimension:
         raise store.IndexUnavailable(
@@ -89,8 +107,10 @@ def load_index(index_dir: Path, version: str | None = None) -> SearchIndex:
             f"index {version} cannot be read ({exc}): run `make index`") from exc
     sizes = np.array([len(c.sentences) for c in chunks], dtype=np.int64)
     ptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    dimension = manifest.get("model", {}).get("dimension")
     if (len(vectors) != len(chunks) or dense.ntotal != len(chunks) or lex.size != len(chunks)
-            or len(sentence_vectors) != ptr[-1]):
+            or len(sentence_vectors) != ptr[-1] or vectors.ndim != 2
+            or vectors.shape[1] != dimension or dense.d != dimension):
         raise store.IndexUnavailable(f"index {version} is inconsistent: run `make index`")
     faiss.omp_set_num_threads(1)
     return SearchIndex(version, manifest, documents, chunks, vectors, dense, sentence_vectors,

@@ -1,0 +1,140 @@
+"""Adding, replacing and deleting corpus files over HTTP, checked as the builder reads them."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.corpus import SUFFIXES, iter_files, parse_file
+
+MAX_ID_CHARS = 512
+
+
+class InvalidSource(ValueError):
+    """A document id or file content the builder would not accept; nothing was written."""
+
+
+class SourceTooLarge(InvalidSource):
+    """The file is over the configured size limit."""
+
+
+class SourceNotFound(LookupError):
+    """No source file has that id."""
+
+
+@dataclass(frozen=True)
+class Stored:
+    doc_id: str
+    created: bool
+    bytes: int
+    documents: int
+
+
+def source_path(corpus_dir: Path, doc_id: str) -> Path:
+    """The file `doc_id` names inside the corpus folder. Refuses anything the builder would not
+    read back under the same id: absolute paths, `..`, hidden parts, unsupported suffixes."""
+    if not doc_id or len(doc_id) > MAX_ID_CHARS:
+        raise InvalidSource(f"a document id is 1 to {MAX_ID_CHARS} characters")
+    if "\\" in doc_id or any(unicodedata.category(ch) in ("Cc", "Cs") for ch in doc_id):
+        raise InvalidSource(f"document id {doc_id!r} contains a backslash or control character")
+    if doc_id.startswith("/"):
+        raise InvalidSource(f"document id {doc_id!r} must be a path relative to the corpus folder")
+    for part in doc_id.split("/"):
+        if part in ("", ".", ".."):
+            raise InvalidSource(f"document id {doc_id!r} has an empty, '.' or '..' path part")
+        if part.startswith("."):
+            raise InvalidSource(f"document id {doc_id!r} names a hidden file or folder, "
+                                "which the builder skips")
+    suffix = Path(doc_id).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise InvalidSource(f"{doc_id}: unsupported file type {suffix!r}; "
+                            f"use one of {', '.join(SUFFIXES)}")
+    root = corpus_dir.resolve()
+    target = root / doc_id
+    # A symlinked folder inside the corpus could otherwise lead a write outside it.
+    if not target.resolve().is_relative_to(root):
+        raise InvalidSource(f"document id {doc_id!r} leads outside the corpus folder")
+    return target
+
+
+def _ids_elsewhere(corpus_dir: Path, target: Path, max_bytes: int) -> dict[str, str]:
+    """Document id -> file, for every file but `target`. A .txt/.md/.html file's id is its
+    path, so only .jsonl files need reading."""
+    ids: dict[str, str] = {}
+    target = target.resolve()
+    for path in iter_files(corpus_dir):
+        if path.resolve() == target:
+            continue
+        rel = path.relative_to(corpus_dir).as_posix()
+        if path.suffix.lower() == ".jsonl":
+            docs, _ = parse_file(rel, path.read_bytes(), max_bytes)
+            ids.update((d.id, rel) for d in docs)
+        else:
+            ids[rel] = rel
+    return ids
+
+
+def put_source(corpus_dir: Path, doc_id: str, data: bytes, max_bytes: int) -> Stored:
+    """Validate `data` as the builder would and write it as `doc_id`, atomically: a build sees
+    the old file or the new one, never part of it. Raises InvalidSource, writing nothing."""
+    target = source_path(corpus_dir, doc_id)
+    if len(data) > max_bytes:
+        raise SourceTooLarge(
+            f"{doc_id}: file is {len(data):,} bytes, over the {max_bytes:,}-byte limit")
+    docs, problems = parse_file(doc_id, data, max_bytes)
+    if problems:
+        # Stricter than a build, which skips a bad record: an upload can still be fixed.
+        raise InvalidSource("; ".join(str(p) for p in problems))
+    seen: set[str] = set()
+    for doc in docs:
+        if doc.id in seen:
+            raise InvalidSource(f"{doc_id}: duplicate document id {doc.id!r} inside the file")
+        seen.add(doc.id)
+    if target.is_dir():
+        raise InvalidSource(f"{doc_id} is a folder in the corpus")
+    elsewhere = _ids_elsewhere(corpus_dir, target, max_bytes)
+    for doc in docs:
+        if doc.id in elsewhere:
+            raise InvalidSource(
+                f"{doc_id}: duplicate document id {doc.id!r}, already in {elsewhere[doc.id]}")
+    created = not target.exists()
+    _write_atomic(target, data)
+    return Stored(doc_id, created, len(data), len(docs))
+
+
+def delete_source(corpus_dir: Path, doc_id: str) -> None:
+    """Remove the file `doc_id` names; the next build drops its documents."""
+    target = source_path(corpus_dir, doc_id)
+    if not target.is_file():
+        raise SourceNotFound(f"no file {doc_id!r} in the corpus (a record inside a .jsonl file "
+                             "is changed by replacing that file)")
+    target.unlink()
+    _fsync_dir(target.parent)
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # A dot-name: the builder skips hidden files, so it never reads a half-written upload.
+    fd, tmp = tempfile.mkstemp(prefix=".upload-", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,269 @@
+"""Admin routes: token checks, new text over HTTP with the builder's validation, build jobs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from service import store
+from service.app import create_app
+from service.indexing import VECTORS, build_index
+from service.settings import Settings
+from tests.conftest import FakeEncoder
+
+TOKEN = "s3cret-admin-token-" + "x" * 20
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _admin_settings(settings: Settings, **changes: Any) -> Settings:
+    return settings.model_copy(update={"admin_token": SecretStr(TOKEN), "reload_interval": 0,
+                                       "admin_rate_limit": 3, **changes})
+
+
+@pytest.fixture
+def admin_settings(fake_settings: Settings) -> Settings:
+    return _admin_settings(fake_settings, max_file_bytes=200_000)
+
+
+@pytest.fixture
+def admin(admin_settings: Settings, fake_encoder: FakeEncoder) -> Iterator[TestClient]:
+    with TestClient(create_app(admin_settings, encoder=fake_encoder)) as client:
+        yield client
+
+
+def _files(corpus_dir: Path) -> dict[str, bytes]:
+    """Everything in the corpus folder, hidden files included."""
+    return {p.relative_to(corpus_dir).as_posix(): p.read_bytes()
+            for p in sorted(corpus_dir.rglob("*")) if p.is_file()}
+
+
+def _wait(client: TestClient, job: dict[str, Any]) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while job["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, "the build job never finished"
+        time.sleep(0.02)
+        job = client.get(f"/api/admin/builds/{job['id']}", headers=AUTH).json()
+    return job
+
+
+def test_admin_routes_are_off_without_a_token(fake_client: TestClient) -> None:
+    assert fake_client.post("/api/admin/reload", headers=AUTH).status_code == 404
+    assert fake_client.put("/api/admin/documents/a.txt", json={"text": "x"},
+                           headers=AUTH).status_code in (404, 405)
+    assert not [p for p in fake_client.get("/openapi.json").json()["paths"] if "admin" in p]
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong-token", f"Basic {TOKEN}", "Bearer",
+                                    f"Bearer {TOKEN}x", f"bearer {TOKEN[:-1]}"])
+def test_a_missing_or_wrong_token_is_refused(admin: TestClient, header: str | None) -> None:
+    headers = {"Authorization": header} if header else {}
+    r = admin.post("/api/admin/reload", headers=headers)
+    assert r.status_code == 401
+    assert r.json() == {"detail": "a valid admin bearer token is required"}
+    assert r.headers["www-authenticate"] == "Bearer"
+
+
+def test_failed_logins_are_rate_limited_and_tokens_never_logged(
+        admin: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    assert admin.post("/api/admin/reload", headers=AUTH).status_code == 200
+    with caplog.at_level(logging.DEBUG):
+        for _ in range(3):
+            bad = admin.post("/api/admin/reload", headers={"Authorization": "Bearer guess-1234"})
+            assert bad.status_code == 401
+        limited = admin.post("/api/admin/reload", headers={"Authorization": "Bearer guess-5678"})
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+        assert "too many failed admin authentications" in limited.json()["detail"]
+        # While limited, even the right token waits: guessing must not stay cheap.
+        assert admin.post("/api/admin/reload", headers=AUTH).status_code == 429
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "admin authentication failed" in logged
+    assert "guess-" not in logged and TOKEN not in logged
+
+
+def test_put_text_then_build_then_ask(admin: TestClient, admin_settings: Settings) -> None:
+    text = "Launch notes\n\nThe zeppelin programme is run by the head of airships.\n"
+    r = admin.put("/api/admin/documents/notes/launch.md", json={"text": text}, headers=AUTH)
+    assert r.status_code == 201
+    assert r.json() == {"doc_id": "notes/launch.md", "created": True,
+                        "bytes": len(text.encode()), "documents": 1}
+    assert (admin_settings.corpus_dir / "notes" / "launch.md").read_text("utf-8") == text
+    replaced = admin.put("/api/admin/documents/notes/launch.md", json={"text": text + "More.\n"},
+                         headers=AUTH)
+    assert replaced.status_code == 200 and replaced.json()["created"] is False
+    assert not [n for n in _files(admin_settings.corpus_dir) if "upload" in n]
+
+    started = admin.post("/api/admin/builds", headers=AUTH)
+    assert started.status_code == 202
+    job = started.json()
+    assert started.headers["location"] == f"/api/admin/builds/{job['id']}"
+    assert job["status"] in ("queued", "running", "succeeded")
+    done = _wait(admin, job)
+    assert done["status"] == "succeeded", done
+    assert done["report"]["added"] == ["notes/launch.md"]
+    assert done["report"]["embedded"] >= 1 and done["report"]["reused"] > 0
+    assert done["index_version"] == done["report"]["version"]
+    assert admin.get("/readyz").json()["index_version"] == done["report"]["version"]
+    body = admin.post("/api/ask", json={"question": "Who runs the zeppelin programme?"}).json()
+    assert body["citations"][0]["doc_id"] == "notes/launch.md"
+
+
+def test_put_an_uploaded_file(admin: TestClient, admin_settings: Settings) -> None:
+    data = b"<html><title>Org chart</title><body><p>The CPO reports to the CEO.</p></body></html>"
+    r = admin.put("/api/admin/documents/org.html", files={"file": ("org.html", data)},
+                  headers=AUTH)
+    assert r.status_code == 201 and r.json()["documents"] == 1
+    assert (admin_settings.corpus_dir / "org.html").read_bytes() == data
+
+
+def test_an_upload_over_the_api_body_limit_is_accepted(admin: TestClient,
+                                                       admin_settings: Settings) -> None:
+    text = "Long appendix\n\n" + "The product council meets weekly. " * 4000  # ~130 kB
+    assert len(text) > admin_settings.max_body_bytes
+    r = admin.put("/api/admin/documents/appendix.txt", json={"text": text}, headers=AUTH)
+    assert r.status_code == 201
+
+
+BAD_UPLOADS: list[tuple[str, dict[str, Any], int, str]] = [
+    ("%2E%2E/escape.txt", {"json": {"text": "x"}}, 422, "'..' path part"),
+    ("/etc/passwd.txt", {"json": {"text": "x"}}, 422, "relative to the corpus folder"),
+    (".hidden.txt", {"json": {"text": "x"}}, 422, "hidden file"),
+    ("dir/.git/config.txt", {"json": {"text": "x"}}, 422, "hidden file"),
+    ("a//b.txt", {"json": {"text": "x"}}, 422, "empty"),
+    ("back%5Cslash.txt", {"json": {"text": "x"}}, 422, "backslash"),
+    ("report.pdf", {"json": {"text": "x"}}, 422, "unsupported file type '.pdf'"),
+    ("noext", {"json": {"text": "x"}}, 422, "unsupported file type ''"),
+    ("empty.txt", {"json": {"text": "  \n "}}, 422, "empty.txt: empty file"),
+    ("bin.txt", {"files": {"file": ("b", b"abc\x00def")}}, 422, "bin.txt: binary file"),
+    ("latin.txt", {"files": {"file": ("l", "caf\xe9".encode("latin-1"))}}, 422,
+     "latin.txt: not valid UTF-8"),
+    ("big.txt", {"json": {"text": "x" * 200_001}}, 413, "over the 200,000-byte limit"),
+    ("bad.jsonl", {"json": {"text": '{"_id": "a", "text": "ok"}\n{not json}\n'}}, 422,
+     "bad.jsonl:2: not valid JSON"),
+    ("dup.jsonl", {"json": {"text": '{"_id": "head-of-product.txt", "text": "clash"}\n'}}, 422,
+     "duplicate document id 'head-of-product.txt', already in head-of-product.txt"),
+    ("twice.jsonl", {"json": {"text": '{"_id": "a", "text": "1"}\n{"_id": "a", "text": "2"}\n'}},
+     422, "duplicate document id 'a' inside the file"),
+    ("plain.txt", {"content": b"hello", "headers": {"content-type": "text/plain"}}, 415,
+     "send JSON"),
+    ("nofield.txt", {"json": {"body": "x"}}, 422, 'JSON {"text"'),
+    ("noform.txt", {"files": {"other": ("o", b"x")}}, 422, '"file" field'),
+]
+
+
+@pytest.mark.parametrize(("doc_id", "body", "status", "message"), BAD_UPLOADS,
+                         ids=[b[0] for b in BAD_UPLOADS])
+def test_bad_uploads_are_refused_and_nothing_is_written(
+        admin: TestClient, admin_settings: Settings, doc_id: str, body: dict[str, Any],
+        status: int, message: str) -> None:
+    before = _files(admin_settings.corpus_dir)
+    headers = {**AUTH, **body.pop("headers", {})}
+    r = admin.put(f"/api/admin/documents/{doc_id}", headers=headers, **body)
+    assert r.status_code == status, r.text
+    assert message in r.json()["detail"]
+    assert _files(admin_settings.corpus_dir) == before
+    assert not (admin_settings.corpus_dir.parent / "escape.txt").exists()
+
+
+def test_a_body_over_the_upload_limit_is_refused_before_the_route(
+        admin: TestClient, admin_settings: Settings) -> None:
+    before = _files(admin_settings.corpus_dir)
+    r = admin.put("/api/admin/documents/huge.txt", json={"text": "y" * 300_000}, headers=AUTH)
+    assert r.status_code == 413 and "limit" in r.json()["detail"]
+    assert _files(admin_settings.corpus_dir) == before
+
+
+def test_delete_a_document(admin: TestClient, admin_settings: Settings) -> None:
+    admin.put("/api/admin/documents/old.txt", json={"text": "Old text."}, headers=AUTH)
+    r = admin.delete("/api/admin/documents/old.txt", headers=AUTH)
+    assert r.status_code == 200 and r.json() == {"doc_id": "old.txt", "deleted": True}
+    assert not (admin_settings.corpus_dir / "old.txt").exists()
+    missing = admin.delete("/api/admin/documents/old.txt", headers=AUTH)
+    assert missing.status_code == 404 and "no file 'old.txt'" in missing.json()["detail"]
+    assert admin.delete("/api/admin/documents/%2E%2E/x.txt", headers=AUTH).status_code == 422
+
+
+def test_a_failed_build_keeps_the_served_version(admin: TestClient,
+                                                 admin_settings: Settings) -> None:
+    served = admin.get("/readyz").json()["index_version"]
+    assert admin.delete("/api/admin/documents/head-of-product.txt",
+                        headers=AUTH).status_code == 200
+    job = _wait(admin, admin.post("/api/admin/builds", headers=AUTH).json())
+    assert job["status"] == "failed"
+    assert "no usable documents" in job["error"] and job["report"] is None
+    assert job["index_version"] == served
+    assert admin.get("/readyz").json()["index_version"] == served
+    assert store.current_version(admin_settings.index_dir) == served
+
+
+def test_a_build_while_the_lock_is_held_is_refused(admin: TestClient,
+                                                   admin_settings: Settings) -> None:
+    with store.build_lock(admin_settings.index_dir):
+        r = admin.post("/api/admin/builds", headers=AUTH, json={"force": True})
+        assert r.status_code == 409
+        assert f"pid {os.getpid()} on" in r.json()["detail"]
+    job = _wait(admin, admin.post("/api/admin/builds", headers=AUTH, json={"force": True}).json())
+    assert job["status"] == "succeeded" and job["report"]["published"]
+    assert job["report"]["embedded"] == 0
+
+
+class GatedEncoder(FakeEncoder):
+    """Holds every passage batch until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.waiting = threading.Event()
+
+    def encode_passages(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]],
+                        batch_size: int = 32) -> tuple[np.ndarray, list[np.ndarray]]:
+        self.waiting.set()
+        assert self.gate.wait(30)
+        return super().encode_passages(texts, spans, batch_size)
+
+
+def test_one_build_job_at_a_time(fake_settings: Settings) -> None:
+    encoder = GatedEncoder()
+    settings = _admin_settings(fake_settings)
+    (settings.corpus_dir / "new.txt").write_text("A new page about pricing.", "utf-8")
+    with TestClient(create_app(settings, encoder=encoder)) as client:
+        first = client.post("/api/admin/builds", headers=AUTH).json()
+        assert encoder.waiting.wait(30)
+        second = client.post("/api/admin/builds", headers=AUTH)
+        assert second.status_code == 409
+        assert second.json() == {"detail": f"build {first['id']} is already running"}
+        status = client.get(f"/api/admin/builds/{first['id']}", headers=AUTH).json()
+        assert status["status"] == "running" and status["started_at"]
+        encoder.gate.set()
+        assert _wait(client, first)["status"] == "succeeded"
+
+
+def test_unknown_build_is_404(admin: TestClient) -> None:
+    r = admin.get("/api/admin/builds/0123456789ab", headers=AUTH)
+    assert r.status_code == 404 and "no build '0123456789ab'" in r.json()["detail"]
+
+
+def test_reload_route(admin: TestClient, admin_settings: Settings,
+                      fake_encoder: FakeEncoder) -> None:
+    served = admin.get("/readyz").json()["index_version"]
+    assert admin.post("/api/admin/reload", headers=AUTH).json() == {
+        "index_version": served, "reloaded": False}
+    newer = build_index(admin_settings, encoder=fake_encoder, force=True).version
+    assert admin.post("/api/admin/reload", headers=AUTH).json() == {
+        "index_version": newer, "reloaded": True}
+    damaged = build_index(admin_settings, encoder=fake_encoder, force=True).version
+    (admin_settings.index_dir / "versions" / str(damaged) / VECTORS).write_bytes(b"x")
+    r = admin.post("/api/admin/reload", headers=AUTH)
+    assert r.status_code == 409
+    assert "vectors.npy" in r.json()["detail"]
+    assert r.json()["detail"].endswith(f"(still serving {newer})")
+    assert admin.get("/readyz").json()["index_version"] == newer
