@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,12 +66,15 @@ class ScoredSentence:
 
 def coverage(index: SearchIndex, query_terms: Sequence[str], text: str) -> float:
     """Share of the question's IDF weight whose terms occur in `text` (0..1)."""
-    weights = {t: index.lexical.term_idf(t) for t in set(query_terms)}
-    total = sum(weights.values())
+    weights = [(t, index.lexical.term_idf(t)) for t in set(query_terms)]
+    return _share(weights, set(lexical.terms(text)))
+
+
+def _share(weights: Sequence[tuple[Hashable, float]], present: AbstractSet[Hashable]) -> float:
+    total = sum(w for _, w in weights)
     if total <= 0:
         return 0.0
-    present = set(lexical.terms(text))
-    return sum(w for t, w in weights.items() if t in present) / total
+    return sum(w for key, w in weights if key in present) / total
 
 
 def score_sentences(index: SearchIndex, query_vector: np.ndarray, query_terms: Sequence[str],
@@ -78,12 +82,15 @@ def score_sentences(index: SearchIndex, query_vector: np.ndarray, query_terms: S
     """Every sentence of the hit passages, best first."""
     scored: list[ScoredSentence] = []
     w_cos, w_cov, w_hit = SENTENCE_WEIGHTS
+    # coverage() by the sentence term ids computed at load, not by re-reading each sentence.
+    terms = index.sentence_terms
+    weights = [(terms.id_of(t), index.lexical.term_idf(t)) for t in set(query_terms)]
     for h, hit in enumerate(hits):
         chunk = index.chunks[hit.chunk]
-        text = index.documents[chunk.doc_id].text
+        first = int(index.sentence_ptr[hit.chunk])
         cosines = index.sentence_matrix(hit.chunk) @ query_vector
         for p, ((start, end), cos) in enumerate(zip(chunk.sentences, cosines, strict=True)):
-            cov = coverage(index, query_terms, text[start:end])
+            cov = _share(weights, terms.get(first + p))
             score = w_cos * float(cos) + w_cov * cov + w_hit * hit.score
             scored.append(ScoredSentence(h, p, start, end, score, float(cos), cov))
     scored.sort(key=lambda s: -s.score)

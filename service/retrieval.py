@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,32 @@ DUPLICATE_OVERLAP = 0.8
 
 
 @dataclass(frozen=True)
+class TermSets:
+    """Many small sets of strings stored as id arrays (CSR): a few bytes per member where
+    Python sets of strings would cost kilobytes per passage on a large corpus."""
+
+    ids: dict[str, int]
+    ptr: np.ndarray  # int64, one more than the number of sets
+    members: np.ndarray  # int32 ids
+
+    def get(self, i: int) -> frozenset[int]:
+        return frozenset(self.members[self.ptr[i] : self.ptr[i + 1]].tolist())
+
+    def id_of(self, term: str) -> int:
+        """The id of `term`, or -1 (a member of no set)."""
+        return self.ids.get(term, -1)
+
+
+def term_sets(groups: Iterable[Iterable[str]]) -> TermSets:
+    ids: dict[str, int] = {}
+    ptr, members = [0], []
+    for group in groups:
+        members.extend(sorted({ids.setdefault(t, len(ids)) for t in group}))
+        ptr.append(len(members))
+    return TermSets(ids, np.array(ptr, dtype=np.int64), np.array(members, dtype=np.int32))
+
+
+@dataclass(frozen=True)
 class SearchIndex:
     """One loaded, verified version: everything a question needs, read-only."""
 
@@ -48,6 +75,9 @@ class SearchIndex:
     sentence_vectors: np.ndarray
     sentence_ptr: np.ndarray
     lexical: lexical.LexicalIndex
+    # Derived at load: per question they cost more than everything but the encoder.
+    chunk_words: TermSets  # each passage's words, for near-duplicate checks
+    sentence_terms: TermSets  # each sentence's lexical terms, in sentence_vectors order
 
     def text(self, i: int) -> str:
         chunk = self.chunks[i]
@@ -113,8 +143,16 @@ def load_index(index_dir: Path, version: str | None = None) -> SearchIndex:
             or vectors.shape[1] != dimension or dense.d != dimension):
         raise store.IndexUnavailable(f"index {version} is inconsistent: run `make index`")
     faiss.omp_set_num_threads(1)
+    if manifest.get("dense_index") == "hnsw":
+        graph: Any = faiss.downcast_index(dense)
+        graph.hnsw.efSearch = int(manifest["dense_params"]["efSearch"])
+    texts = [documents[c.doc_id].text for c in chunks]
+    words = term_sets(_WORDS.findall(t[c.start : c.end].lower())
+                      for c, t in zip(chunks, texts, strict=True))
+    sentence_terms = term_sets(lexical.terms(t[s:e])
+                               for c, t in zip(chunks, texts, strict=True) for s, e in c.sentences)
     return SearchIndex(version, manifest, documents, chunks, vectors, dense, sentence_vectors,
-                       ptr, lex)
+                       ptr, lex, words, sentence_terms)
 
 
 @dataclass(frozen=True)
@@ -142,10 +180,10 @@ def retrieve(index: SearchIndex, query_vector: np.ndarray, query_terms: list[str
         fused += (1 - DENSE_WEIGHT) * lex / float(lex.max())
     order = np.argsort(-fused, kind="stable")
     hits: list[Hit] = []
-    kept_words: list[set[str]] = []
+    kept_words: list[frozenset[int]] = []
     for j in order:
         i = int(pool[j])
-        words = set(_WORDS.findall(index.text(i).lower()))
+        words = index.chunk_words.get(i)
         if any(_overlap(words, w) >= DUPLICATE_OVERLAP for w in kept_words) or any(
             float(index.vectors[h.chunk] @ index.vectors[i]) >= DUPLICATE_COSINE for h in hits
         ):
@@ -160,7 +198,7 @@ def retrieve(index: SearchIndex, query_vector: np.ndarray, query_terms: list[str
 _WORDS = re.compile(r"\w+")
 
 
-def _overlap(a: set[str], b: set[str]) -> float:
+def _overlap(a: frozenset[int], b: frozenset[int]) -> float:
     """Jaccard similarity of two passages' word sets."""
     if not a or not b:
         return 0.0
