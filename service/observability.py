@@ -239,7 +239,10 @@ class ObservabilityMiddleware:
             self.metrics.observe(method, route, status, seconds)
             if outcome is not None:
                 self.metrics.answer(route, outcome)
-            if access_log.isEnabledFor(logging.INFO):
+            # A flood of 429s is counted in the metrics, but must not flood the logs too.
+            level = (logging.ERROR if status >= 500 else logging.DEBUG if status == 429
+                     else logging.INFO)
+            if access_log.isEnabledFor(level):
                 extra: dict[str, object] = {
                     "method": method, "path": path[:200], "route": route, "status": status,
                     "ms": round(seconds * 1000, 2), "client": self.client(scope)}
@@ -249,8 +252,7 @@ class ObservabilityMiddleware:
                     question = _question(b"".join(body))
                     if question is not None:
                         extra["question"] = question
-                access_log.log(logging.ERROR if status >= 500 else logging.INFO,
-                               "%s %s %d", method, path, status, extra=extra)
+                access_log.log(level, "%s %s %d", method, path, status, extra=extra)
             REQUEST_ID.reset(token)
 
     def _route(self, scope: Scope) -> str:

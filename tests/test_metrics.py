@@ -233,3 +233,17 @@ def test_make_serve_uses_the_log_config() -> None:
              if "uvicorn --factory service.app:create_app" in line]
     assert len(serve) == 1 and "--log-config service/log_config.json" in serve[0]
     assert Path(ROOT / "service" / "log_config.json").is_file()
+
+
+def test_rate_limited_requests_are_logged_only_at_debug(
+        fake_settings: Settings, fake_encoder: FakeEncoder,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="service.access")
+    settings = fake_settings.model_copy(update={"rate_limit": 1, "log_level": "DEBUG"})
+    with TestClient(create_app(settings, encoder=fake_encoder)) as client:
+        client.get("/healthz")
+        client.get("/api/documents/head-of-product.txt")
+        client.get("/api/documents/head-of-product.txt")
+    levels = [(r.getMessage().split()[-1], r.levelname) for r in caplog.records
+              if r.name == "service.access"]
+    assert levels == [("200", "INFO"), ("200", "INFO"), ("429", "DEBUG")]
