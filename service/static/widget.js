@@ -128,6 +128,7 @@ form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-w
   try {
     state = Object.assign(state, JSON.parse(sessionStorage.getItem(KEY)) || {});
   } catch (e) { /* storage off or unreadable: start fresh */ }
+  if (!Array.isArray(state.turns)) state.turns = [];
   const save = () => {
     try {
       sessionStorage.setItem(KEY, JSON.stringify(state));
