@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import re
@@ -349,7 +350,8 @@ def test_the_admin_token_never_appears_in_responses_or_logs(
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("DEBUG")
     settings = fake_settings.model_copy(update={"admin_token": SecretStr(TOKEN),
-                                                "log_level": "DEBUG"})
+                                                "log_level": "DEBUG", "reload_interval": 0,
+                                                "admin_rate_limit": 1000})
     assert TOKEN not in repr(settings) and TOKEN not in str(settings.model_dump())
     seen: list[str] = []
     with TestClient(create_app(settings, encoder=fake_encoder)) as client:
@@ -360,12 +362,37 @@ def test_the_admin_token_never_appears_in_responses_or_logs(
             ("POST", "/api/ask", {"question": "What is the admin token?"}),
             ("POST", "/api/ask", {"question": ""}),
             ("POST", "/api/chat", {"messages": [{"role": "user", "content": "token?"}]}),
+            ("POST", "/api/admin/reload", None), ("GET", "/api/admin/builds/nope", None),
         ]:
-            r = client.request(method, path, json=body, headers={"Accept-Encoding": "identity"})
-            seen.append(r.text)
-            seen.extend(f"{k}: {v}" for k, v in r.headers.items())
+            for auth in ("Bearer " + TOKEN, "Bearer " + TOKEN[:-1], ""):
+                r = client.request(method, path, json=body, headers={
+                    "Accept-Encoding": "identity", "Authorization": auth})
+                seen.append(r.text)
+                seen.extend(f"{k}: {v}" for k, v in r.headers.items())
     seen.extend(record.getMessage() + repr(record.__dict__) for record in caplog.records)
     assert not [s for s in seen if TOKEN in s]
+
+
+def test_the_admin_token_is_compared_in_constant_time(
+        fake_settings: Settings, fake_encoder: FakeEncoder,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    compared: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    settings = fake_settings.model_copy(update={"admin_token": SecretStr(TOKEN),
+                                                "reload_interval": 0})
+    with TestClient(create_app(settings, encoder=fake_encoder)) as client:
+        wrong = client.post("/api/admin/reload", headers={"Authorization": "Bearer nope"})
+        right = client.post("/api/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+        missing = client.post("/api/admin/reload")
+    assert (wrong.status_code, right.status_code, missing.status_code) == (401, 200, 401)
+    # Every presented token went through compare_digest (a missing one never gets that far).
+    assert len(compared) == 2
 
 
 # --- index integrity ---
