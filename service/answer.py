@@ -145,14 +145,14 @@ def _companion(index: SearchIndex, hits: Sequence[Hit], sentences: list[ScoredSe
     # An answer opening with "They ..." needs the sentence that says who they are.
     if before and _ANAPHORA.match(text, best.start) and fits(before):
         return [before]
-    if (after and _ANAPHORA.match(text, after.start) and fits(after)
-            and after.score >= CONTINUATION_RATIO * best.score):
-        return [after]
     for other in sentences[1:]:
         if other.score < SECOND_SENTENCE_RATIO * best.score:
             break
         if fits(other):
             return [other]
+    if (after and _ANAPHORA.match(text, after.start) and fits(after)
+            and after.score >= CONTINUATION_RATIO * best.score):
+        return [after]
     return []
 
 
