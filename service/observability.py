@@ -121,7 +121,7 @@ class _ServingCollector(Collector):
     def _builds(self) -> list[tuple[str, float]]:
         folder = self.engine.index_dir / "versions"
         found = []
-        for path in sorted(folder.glob("*/build.json")) if folder.is_dir() else []:
+        for path in sorted(folder.glob("*/build.json")):
             version = path.parent.name
             if version not in self._build_seconds:
                 seconds = _read_seconds(path)
@@ -130,7 +130,7 @@ class _ServingCollector(Collector):
                 self._build_seconds[version] = seconds  # a build report never changes
             found.append((version, self._build_seconds[version]))
         for gone in set(self._build_seconds) - {v for v, _ in found}:
-            del self._build_seconds[gone]
+            self._build_seconds.pop(gone, None)  # scrapes may run in two threads at once
         return found
 
 
