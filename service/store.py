@@ -150,11 +150,15 @@ def prune(index_dir: Path, keep: int) -> list[str]:
     current = current_version(index_dir)
     versions = list_versions(index_dir)
     removed = [v for v in versions[:-keep] if v != current] if keep > 0 else []
-    for name in removed:
-        shutil.rmtree(index_dir / "versions" / name, ignore_errors=True)
     folder = index_dir / "versions"
+    for name in removed:
+        # Renamed away first: a deletion cut short must not leave a half-deleted version
+        # that still looks published.
+        os.replace(folder / name, folder / f".deleting-{name}")
+    if removed:
+        _fsync_dir(folder)
     if folder.is_dir():
-        for stale in folder.glob(".staging-*"):
+        for stale in [*folder.glob(".staging-*"), *folder.glob(".deleting-*")]:
             shutil.rmtree(stale, ignore_errors=True)
     for tmp in index_dir.glob(f".{CURRENT}.*.tmp"):
         tmp.unlink(missing_ok=True)

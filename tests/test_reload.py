@@ -141,9 +141,12 @@ def test_watcher_serves_new_versions_and_logs_refusals(
 
 def test_watcher_stops_with_the_app(fake_settings: Settings, fake_encoder: FakeEncoder) -> None:
     settings = fake_settings.model_copy(update={"reload_interval": 0.02})
+    before = set(threading.enumerate())
     with TestClient(create_app(settings, encoder=fake_encoder)):
-        assert any(t.name == "index-reload" for t in threading.enumerate())
-    assert not any(t.name == "index-reload" for t in threading.enumerate())
+        started = [t for t in threading.enumerate()
+                   if t.name == "index-reload" and t not in before]
+        assert len(started) == 1 and started[0].is_alive()
+    assert not started[0].is_alive()
     with pytest.raises(ValueError):
         ReloadWatcher(_engine(fake_settings, fake_encoder), 0)
 

@@ -110,10 +110,12 @@ def test_prune_keeps_the_newest_and_the_current_and_clears_leftovers(
     assert store.list_versions(index_dir) == versions[-3:]
     store.rollback(index_dir, versions[2])
     (index_dir / "versions" / ".staging-killed").mkdir()
+    (index_dir / "versions" / ".deleting-killed").mkdir()
     (index_dir / ".CURRENT.999.tmp").write_text("half", "utf-8")
     assert store.prune(index_dir, keep=1) == [versions[3]]
     assert store.list_versions(index_dir) == [versions[2], versions[4]]
-    assert not (index_dir / "versions" / ".staging-killed").exists()
+    assert sorted(p.name for p in (index_dir / "versions").iterdir()) == [
+        versions[2], versions[4]]
     assert not (index_dir / ".CURRENT.999.tmp").exists()
 
 
