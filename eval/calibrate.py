@@ -4,7 +4,11 @@ The label is "the quoted passage comes from a document that addresses the claim"
 SciFact training claims asked of the full SciFact index (positive when the quoted document is
 relevant), the same claims with their relevant documents hidden (negative: related text remains
 but not the answer), and the same claims asked of the default corpus (negative, off-topic).
-The seed questions are never fitted on; they are the check. Prints the coefficients to copy.
+The seed questions are never fitted on; they are the check. Prints the coefficients to copy,
+and the decline threshold: the highest one that still answers 95% of the positives. Every
+answer carries its citation, so a weak answer can be checked by the reader, while a false
+decline hides what the text says; the threshold leans towards answering. (For comparison it
+also prints the threshold maximizing Youden's J.)
 """
 
 from __future__ import annotations
@@ -72,15 +76,15 @@ def main() -> None:
     scifact = open_snapshot(work / "scifact-corpus", work / "scifact-index")
     default = open_snapshot(ROOT / "corpus", work / "default-index")
     queries, qrels = scifact_queries()
-    rows: list[tuple[float, float, int]] = []
+    rows: list[tuple[float, float, int, int]] = []  # cosine, coverage, label, kind
     for qid, text in queries.items():
         full = features(scifact, text, set())
         if full:
-            rows.append((full[0], full[1], int(full[2] in qrels[qid])))
-        for snap, hidden in ((scifact, qrels[qid]), (default, set[str]())):
+            rows.append((full[0], full[1], int(full[2] in qrels[qid]), 0))
+        for kind, (snap, hidden) in enumerate(((scifact, qrels[qid]), (default, set[str]())), 1):
             f = features(snap, text, hidden)
             if f:
-                rows.append((f[0], f[1], 0))
+                rows.append((f[0], f[1], 0, kind))
     data = np.array(rows)
     x = np.column_stack([np.ones(len(data)), data[:, 0], data[:, 1]])
     y = data[:, 2]
@@ -89,6 +93,21 @@ def main() -> None:
     print(f"examples {len(y)} (positive {int(y.sum())})")
     print(f"CONFIDENCE_COEF = ({w[0]:.2f}, {w[1]:.2f}, {w[2]:.2f})")
     print(f"training accuracy at 0.5: {float(((p >= 0.5) == y).mean()):.3f}")
+    kind = data[:, 3]
+    best_j, best_t, recall_t = -1.0, 0.5, 0.0
+    print("threshold  answered: positives  hidden-answer negatives  off-topic negatives")
+    for t in np.arange(0.02, 0.61, 0.02):
+        pos = float((p[y == 1] >= t).mean())
+        hidden = float((p[(y == 0) & (kind == 1)] >= t).mean())
+        off = float((p[kind == 2] >= t).mean())
+        neg = float((p[y == 0] >= t).mean())
+        print(f"  {t:.2f}     {pos:.3f}               {hidden:.3f}                    {off:.3f}")
+        if pos - neg > best_j:
+            best_j, best_t = pos - neg, float(t)
+        if pos >= 0.95:
+            recall_t = float(t)
+    print(f"DECLINE_BELOW = {recall_t:.2f}  (answers >= 95% of positives; Youden's J would "
+          f"pick {best_t:.2f})")
     bins = np.linspace(0, 1, 6)
     for lo, hi in zip(bins[:-1], bins[1:], strict=True):
         mask = (p >= lo) & (p < hi if hi < 1 else p <= hi)

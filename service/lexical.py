@@ -72,12 +72,13 @@ class LexicalIndex:
         return idx, scores[idx]
 
     def term_idf(self, term: str) -> float:
-        """IDF of a term; one the corpus never uses gets the highest IDF (document frequency 0),
-        since a question about something absent from the text is a strong sign it can't answer."""
+        """IDF of a term; one the corpus never uses weighs as much as a typical corpus term: it
+        may name something the text lacks ("Australia") or just be phrasing ("earn"), so it
+        should neither vanish from the question nor dominate it."""
         tid = self.vocabulary.get(term)
         if tid is not None:
             return float(self.idf[tid])
-        return math.log(1.0 + (self.size + 0.5) / 0.5)
+        return float(self.idf.mean()) if len(self.idf) else 1.0
 
 
 def build(passages: Sequence[Sequence[str]], k1: float = 1.2, b: float = 0.75) -> LexicalIndex:
