@@ -93,15 +93,15 @@ def main() -> None:
     print(f"examples {len(y)} (positive {int(y.sum())})")
     print(f"CONFIDENCE_COEF = ({w[0]:.2f}, {w[1]:.2f}, {w[2]:.2f})")
     print(f"training accuracy at 0.5: {float(((p >= 0.5) == y).mean()):.3f}")
-    kind = data[:, 3]
+    kinds = data[:, 3]
     best_j, best_t, recall_t = -1.0, 0.5, 0.0
     print("threshold  answered: positives  hidden-answer negatives  off-topic negatives")
     for t in np.arange(0.02, 0.61, 0.02):
         pos = float((p[y == 1] >= t).mean())
-        hidden = float((p[(y == 0) & (kind == 1)] >= t).mean())
-        off = float((p[kind == 2] >= t).mean())
+        hidden_rate = float((p[(y == 0) & (kinds == 1)] >= t).mean())
+        off = float((p[kinds == 2] >= t).mean())
         neg = float((p[y == 0] >= t).mean())
-        print(f"  {t:.2f}     {pos:.3f}               {hidden:.3f}                    {off:.3f}")
+        print(f"  {t:.2f}     {pos:.3f}{hidden_rate:25.3f}{off:25.3f}")
         if pos - neg > best_j:
             best_j, best_t = pos - neg, float(t)
         if pos >= 0.95:
