@@ -146,9 +146,11 @@ def test_the_excess_gets_429_with_retry_after(limited: Settings,
         assert [_ask(client) for _ in range(3)] == [200, 200, 200]
         r = client.post("/api/ask", json={"question": "head of product"})
         assert r.status_code == 429
+        # One token every 20 s, less the second the refusal was held back.
+        wait = r.headers["retry-after"]
+        assert wait in ("19", "20")
         assert r.json() == {"detail": "too many requests: the limit is 3 a minute per client; "
-                                      "retry in 20 s"}
-        assert r.headers["retry-after"] == "20"
+                                      f"retry in {wait} s"}
         # Other routes share the allowance; probes and scrapes are never limited.
         assert client.get("/api/documents/head-of-product.txt").status_code == 429
         assert client.get("/healthz").status_code == 200
