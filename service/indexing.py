@@ -16,7 +16,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from service import lexical, store
+from service import lexical, store, termsets
 from service.chunking import Chunk, split
 from service.corpus import Document, Problem, iter_files, read_documents
 from service.encoder import (
@@ -279,6 +279,8 @@ def _build(
         dense, dense_record = dense_index(vectors, settings.build_threads)
         faiss.write_index(dense, str(staging / DENSE))
         lexical.save(lexical.build([lexical_terms(by_id[c.doc_id], c) for c in chunks]), staging)
+        termsets.save(staging, termsets.passage_words(by_id, chunks),
+                      termsets.sentence_terms(by_id, chunks))
         encoder_info = _encoder_record(kind, model, index_dir)
         manifest = {
             "version": version,

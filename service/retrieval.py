@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +11,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from service import lexical, store
+from service import lexical, store, termsets
 from service.chunking import Chunk
 from service.corpus import Document
 from service.encoder import ModelInfo
@@ -37,32 +35,6 @@ DUPLICATE_OVERLAP = 0.8
 
 
 @dataclass(frozen=True)
-class TermSets:
-    """Many small sets of strings stored as id arrays (CSR): a few bytes per member where
-    Python sets of strings would cost kilobytes per passage on a large corpus."""
-
-    ids: dict[str, int]
-    ptr: np.ndarray  # int64, one more than the number of sets
-    members: np.ndarray  # int32 ids
-
-    def get(self, i: int) -> frozenset[int]:
-        return frozenset(self.members[self.ptr[i] : self.ptr[i + 1]].tolist())
-
-    def id_of(self, term: str) -> int:
-        """The id of `term`, or -1 (a member of no set)."""
-        return self.ids.get(term, -1)
-
-
-def term_sets(groups: Iterable[Iterable[str]]) -> TermSets:
-    ids: dict[str, int] = {}
-    ptr, members = [0], []
-    for group in groups:
-        members.extend(sorted({ids.setdefault(t, len(ids)) for t in group}))
-        ptr.append(len(members))
-    return TermSets(ids, np.array(ptr, dtype=np.int64), np.array(members, dtype=np.int32))
-
-
-@dataclass(frozen=True)
 class SearchIndex:
     """One loaded, verified version: everything a question needs, read-only."""
 
@@ -75,9 +47,9 @@ class SearchIndex:
     sentence_vectors: np.ndarray
     sentence_ptr: np.ndarray
     lexical: lexical.LexicalIndex
-    # Derived at load: per question they cost more than everything but the encoder.
-    chunk_words: TermSets  # each passage's words, for near-duplicate checks
-    sentence_terms: TermSets  # each sentence's lexical terms, in sentence_vectors order
+    # Made at build time: per question they would cost more than everything but the encoder.
+    chunk_words: termsets.TermSets  # each passage's words, for near-duplicate checks
+    sentence_terms: termsets.TermSets  # each sentence's lexical terms, in sentence order
 
     def text(self, i: int) -> str:
         chunk = self.chunks[i]
@@ -132,6 +104,7 @@ def load_index(index_dir: Path, version: str | None = None) -> SearchIndex:
         sentence_vectors = np.load(folder / SENTENCE_VECTORS, allow_pickle=False)
         dense = faiss.read_index(str(folder / DENSE))
         lex = lexical.load(folder)
+        words, sentence_terms = termsets.load(folder, documents, chunks)
     except (OSError, ValueError, KeyError, IndexError, RuntimeError) as exc:
         raise store.IndexUnavailable(
             f"index {version} cannot be read ({exc}): run `make index`") from exc
@@ -140,17 +113,13 @@ def load_index(index_dir: Path, version: str | None = None) -> SearchIndex:
     dimension = manifest.get("model", {}).get("dimension")
     if (len(vectors) != len(chunks) or dense.ntotal != len(chunks) or lex.size != len(chunks)
             or len(sentence_vectors) != ptr[-1] or vectors.ndim != 2
-            or vectors.shape[1] != dimension or dense.d != dimension):
+            or vectors.shape[1] != dimension or dense.d != dimension
+            or len(words) != len(chunks) or len(sentence_terms) != ptr[-1]):
         raise store.IndexUnavailable(f"index {version} is inconsistent: run `make index`")
     faiss.omp_set_num_threads(1)
     if manifest.get("dense_index") == "hnsw":
         graph: Any = faiss.downcast_index(dense)
         graph.hnsw.efSearch = int(manifest["dense_params"]["efSearch"])
-    texts = [documents[c.doc_id].text for c in chunks]
-    words = term_sets(_WORDS.findall(t[c.start : c.end].lower())
-                      for c, t in zip(chunks, texts, strict=True))
-    sentence_terms = term_sets(lexical.terms(t[s:e])
-                               for c, t in zip(chunks, texts, strict=True) for s, e in c.sentences)
     return SearchIndex(version, manifest, documents, chunks, vectors, dense, sentence_vectors,
                        ptr, lex, words, sentence_terms)
 
@@ -193,9 +162,6 @@ def retrieve(index: SearchIndex, query_vector: np.ndarray, query_terms: list[str
         if len(hits) == k:
             break
     return hits
-
-
-_WORDS = re.compile(r"\w+")
 
 
 def _overlap(a: frozenset[int], b: frozenset[int]) -> float:

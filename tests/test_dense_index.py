@@ -1,5 +1,4 @@
-"""The dense index chosen by size (exact, then HNSW), recorded in the manifest, set up at load;
-and the term sets precomputed at load for near-duplicate checks and sentence coverage."""
+"""The dense index chosen by size (exact, then HNSW), recorded in the manifest, set up at load."""
 
 from __future__ import annotations
 
@@ -11,9 +10,8 @@ import numpy as np
 import pytest
 
 from service import indexing, lexical
-from service.answer import coverage, score_sentences
 from service.indexing import build_index, dense_index
-from service.retrieval import load_index, retrieve, term_sets
+from service.retrieval import load_index, retrieve
 from service.settings import Settings
 from tests.conftest import FakeEncoder
 
@@ -54,7 +52,7 @@ def test_large_sets_get_hnsw_with_good_recall() -> None:
     assert recall >= 0.95
 
 
-def _corpus(tmp_path: Path) -> Path:
+def corpus(tmp_path: Path) -> Path:
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for i in range(30):
@@ -68,7 +66,7 @@ def test_build_records_hnsw_and_load_sets_ef_search(tmp_path: Path, fake_encoder
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(indexing, "FLAT_MAX", 10)
     monkeypatch.setattr(indexing, "HNSW_EF_SEARCH", 77)
-    settings = Settings(corpus_dir=_corpus(tmp_path), index_dir=tmp_path / "index")
+    settings = Settings(corpus_dir=corpus(tmp_path), index_dir=tmp_path / "index")
     build_index(settings, encoder=fake_encoder)
     index = load_index(settings.index_dir)
     assert index.manifest["dense_index"] == "hnsw"
@@ -81,46 +79,8 @@ def test_build_records_hnsw_and_load_sets_ef_search(tmp_path: Path, fake_encoder
 
 
 def test_default_build_is_exact(tmp_path: Path, fake_encoder: FakeEncoder) -> None:
-    settings = Settings(corpus_dir=_corpus(tmp_path), index_dir=tmp_path / "index")
+    settings = Settings(corpus_dir=corpus(tmp_path), index_dir=tmp_path / "index")
     build_index(settings, encoder=fake_encoder)
     index = load_index(settings.index_dir)
     assert index.manifest["dense_index"] == "flat-ip"
     assert "dense_params" not in index.manifest
-
-
-def test_term_sets_round_trip() -> None:
-    sets = term_sets([["b", "a", "b"], [], ["c", "a"]])
-    assert [sets.get(i) for i in range(3)] == [
-        {sets.id_of("a"), sets.id_of("b")}, frozenset(), {sets.id_of("a"), sets.id_of("c")}]
-    assert sets.id_of("never-seen") == -1
-
-
-def test_precomputed_terms_match_the_text(tmp_path: Path, fake_encoder: FakeEncoder) -> None:
-    settings = Settings(corpus_dir=_corpus(tmp_path), index_dir=tmp_path / "index")
-    build_index(settings, encoder=fake_encoder)
-    index = load_index(settings.index_dir)
-    ids = index.sentence_terms.ids
-    n = 0
-    for i, chunk in enumerate(index.chunks):
-        text = index.documents[chunk.doc_id].text
-        words = {index.chunk_words.ids[w] for w in index.text(i).lower().split()
-                 if w.isalnum()}
-        assert words <= index.chunk_words.get(i)
-        for start, end in chunk.sentences:
-            assert index.sentence_terms.get(n) == {ids[t] for t in lexical.terms(text[start:end])}
-            n += 1
-    assert n == len(index.sentence_vectors)
-
-
-def test_sentence_coverage_equals_coverage_of_the_text(tmp_path: Path,
-                                                       fake_encoder: FakeEncoder) -> None:
-    settings = Settings(corpus_dir=_corpus(tmp_path), index_dir=tmp_path / "index")
-    build_index(settings, encoder=fake_encoder)
-    index = load_index(settings.index_dir)
-    question = "Which treasurer plans the budget of unknownword teams?"
-    terms = lexical.terms(question)
-    vector = fake_encoder.encode_queries([question])[0]
-    hits = retrieve(index, vector, terms, 5)
-    for s in score_sentences(index, vector, terms, hits):
-        text = index.documents[index.chunks[hits[s.hit].chunk].doc_id].text
-        assert s.coverage == coverage(index, terms, text[s.start : s.end])

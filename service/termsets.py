@@ -1,0 +1,85 @@
+"""Each passage's words and each sentence's lexical terms as id arrays, made once per build."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from service import lexical
+from service.chunking import Chunk
+from service.corpus import Document
+
+FILES = ("term_sets.json", "term_sets.npz")
+WORDS = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class TermSets:
+    """Many small sets of strings stored as id arrays (CSR): a few bytes per member where
+    Python sets of strings would cost kilobytes per passage on a large corpus."""
+
+    ids: dict[str, int]
+    ptr: np.ndarray  # int64, one more than the number of sets
+    members: np.ndarray  # int32 ids
+
+    def __len__(self) -> int:
+        return len(self.ptr) - 1
+
+    def get(self, i: int) -> frozenset[int]:
+        return frozenset(self.members[self.ptr[i] : self.ptr[i + 1]].tolist())
+
+    def id_of(self, term: str) -> int:
+        """The id of `term`, or -1 (a member of no set)."""
+        return self.ids.get(term, -1)
+
+
+def term_sets(groups: Iterable[Iterable[str]]) -> TermSets:
+    ids: dict[str, int] = {}
+    ptr, members = [0], []
+    for group in groups:
+        members.extend(sorted({ids.setdefault(t, len(ids)) for t in group}))
+        ptr.append(len(members))
+    return TermSets(ids, np.array(ptr, dtype=np.int64), np.array(members, dtype=np.int32))
+
+
+def passage_words(documents: dict[str, Document], chunks: Sequence[Chunk]) -> TermSets:
+    """Lower-cased words of each passage: what near-duplicate checks compare."""
+    return term_sets(WORDS.findall(documents[c.doc_id].text[c.start : c.end].lower())
+                     for c in chunks)
+
+
+def sentence_terms(documents: dict[str, Document], chunks: Sequence[Chunk]) -> TermSets:
+    """`lexical.terms` of every sentence, in chunk then sentence order."""
+    return term_sets(lexical.terms(documents[c.doc_id].text[s:e])
+                     for c in chunks for s, e in c.sentences)
+
+
+def save(folder: Path, words: TermSets, terms: TermSets) -> None:
+    vocab = {"words": list(words.ids), "terms": list(terms.ids)}  # dicts keep id order
+    (folder / FILES[0]).write_text(json.dumps(vocab, ensure_ascii=False), "utf-8")
+    with (folder / FILES[1]).open("wb") as fh:
+        np.savez(fh, words_ptr=words.ptr, words=words.members, terms_ptr=terms.ptr,
+                 terms=terms.members)
+
+
+def load(folder: Path, documents: dict[str, Document],
+         chunks: Sequence[Chunk]) -> tuple[TermSets, TermSets]:
+    """The stored sets; computed here for versions built before they were stored."""
+    if not (folder / FILES[0]).is_file():
+        return passage_words(documents, chunks), sentence_terms(documents, chunks)
+    vocab = json.loads((folder / FILES[0]).read_text("utf-8"))
+    with np.load(folder / FILES[1], allow_pickle=False) as arrays:
+        words = TermSets({w: i for i, w in enumerate(vocab["words"])}, arrays["words_ptr"],
+                         arrays["words"])
+        terms = TermSets({t: i for i, t in enumerate(vocab["terms"])}, arrays["terms_ptr"],
+                         arrays["terms"])
+    for sets in (words, terms):
+        if sets.ptr[-1] != len(sets.members) or (
+                len(sets.members) and int(sets.members.max()) >= len(sets.ids)):
+            raise ValueError("term sets do not match their vocabulary")
+    return words, terms
