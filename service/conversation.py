@@ -22,12 +22,18 @@ _OPENER = re.compile(
 _CLOSER = re.compile(r"\s+(?:do|does|mean|means|work|works|involve|entail)?\s*[?.!]*\s*$",
                      re.IGNORECASE)
 _ARTICLE = re.compile(r"^(?:the|a|an)\s+", re.IGNORECASE)
+# "What about the VP of Product?" asks the previous question again about something else.
+_SWITCH = re.compile(r"^\s*(?:and|but|so)?\s*(?:what|how) about\s+(?P<subject>.+?)\s*[?.!]*\s*$",
+                     re.IGNORECASE)
+
+
+def _mentions_anaphor(text: str) -> bool:
+    return any(w in _ANAPHORA for w in re.findall(r"[a-z']+", text.lower()))
 
 
 def is_followup(question: str) -> bool:
     """Whether a turn leans on earlier ones: a pronoun, a connector, or almost no content."""
-    words = re.findall(r"[a-z']+", question.lower())
-    if _CONNECTOR.match(question) or any(w in _ANAPHORA for w in words):
+    if _CONNECTOR.match(question) or _mentions_anaphor(question):
         return True
     return len(lexical.terms(question)) <= 1
 
@@ -46,6 +52,9 @@ def standalone_query(user_turns: Sequence[str]) -> str:
         return current
     anchor = next((t for t in reversed(user_turns[:-1]) if not is_followup(t)), user_turns[0])
     topic = topic_of(anchor)
+    switch = _SWITCH.match(current)
+    if switch and topic and topic in anchor and not _mentions_anaphor(switch["subject"]):
+        return anchor.strip().replace(topic, _ARTICLE.sub("", switch["subject"]), 1)
     missing = set(lexical.terms(topic)) - set(lexical.terms(current))
     if not missing:
         return current

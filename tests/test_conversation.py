@@ -41,6 +41,23 @@ def test_standalone_query_adds_the_topic_of_the_last_self_contained_turn() -> No
     assert standalone_query(turns) == "What tools do they use? (chief product officer)"
 
 
+@pytest.mark.parametrize(
+    ("turns", "query"),
+    [
+        (["What does a chief product officer do?", "What about a VP of Product?"],
+         "What does a VP of Product do?"),
+        (["Who is the head of product at Bloomberg?", "And how about the CEO"],
+         "Who is the CEO?"),
+        # A pronoun in the new subject still needs the topic: no swap.
+        (["What does a chief product officer do?", "What about their salary?"],
+         "What about their salary? (chief product officer)"),
+    ],
+)
+def test_what_about_asks_the_previous_question_of_a_new_subject(turns: list[str],
+                                                                 query: str) -> None:
+    assert standalone_query(turns) == query
+
+
 def test_self_contained_questions_pass_through() -> None:
     turns = ["What does a VP of Product do?", "What degree does a head of product have?"]
     assert standalone_query(turns) == turns[-1]
