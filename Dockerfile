@@ -29,4 +29,6 @@ USER qa
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"]
-CMD ["uvicorn", "--factory", "service.app:create_app", "--host", "0.0.0.0", "--port", "8000"]
+# JSON logs; X-Forwarded-For is believed only from QA_TRUSTED_PROXIES (set it behind a proxy).
+CMD ["uvicorn", "--factory", "service.app:create_app", "--host", "0.0.0.0", "--port", "8000", \
+     "--log-config", "service/log_config.json", "--no-proxy-headers"]

@@ -14,8 +14,10 @@ import anyio
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 # Liveness, readiness and scrapes come from the operator's own machinery; limiting them would
-# make an abusive client look like an outage.
-EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# make an abusive client look like an outage. The widget's static files are cheap and cached,
+# and many intranet users share one address behind a proxy: they must not use up each other's
+# question allowance by loading a page.
+EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/", "/widget.js", "/demo.css"})
 
 
 class RateLimiter:
