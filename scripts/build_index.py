@@ -18,6 +18,9 @@ from service.encoder import EncoderError  # noqa: E402
 from service.indexing import BuildError, build_index, is_stale  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
+# Document ids listed per kind of change; a first build of a large corpus adds thousands.
+SHOWN = 10
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -59,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped {problem}", file=sys.stderr)
     if not report.published:
         print(report.summary())
+    for what, ids in (("added", report.added), ("changed", report.changed),
+                      ("removed", report.removed)):
+        if ids:
+            more = f" and {len(ids) - SHOWN} more" if len(ids) > SHOWN else ""
+            print(f"  {what}: {', '.join(ids[:SHOWN])}{more}")
     return 0
 
 

@@ -158,3 +158,24 @@ def test_cli_lists_and_rolls_back(fake_settings: Settings, fake_encoder: FakeEnc
     assert cli.main(["--index", index, "--rollback", "missing"]) == 1
     assert f"rollback failed, still serving {second}" in capsys.readouterr().err
     assert cli.main(["--index", str(fake_settings.index_dir / "none"), "--list"]) == 1
+
+
+def test_cli_names_what_changed(fake_settings: Settings, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    from scripts import build_index as cli
+
+    monkeypatch.setattr(cli, "build_index",
+                        lambda settings, **kw: build_index(settings, encoder=FakeEncoder(), **kw))
+    corpus = fake_settings.corpus_dir
+    for n in range(12):
+        (corpus / f"page-{n:02d}.md").write_text(f"# Page {n}\n\nText number {n}.\n", "utf-8")
+    args = ["--corpus", str(corpus), "--index", str(fake_settings.index_dir)]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "(+12 ~0 -0 documents; 12 chunks embedded" in out
+    assert "  added: page-00.md, page-01.md, " in out and "page-09.md and 2 more\n" in out
+    (corpus / "page-00.md").unlink()
+    (corpus / "page-01.md").write_text("# Page 1\n\nNew text.\n", "utf-8")
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "  changed: page-01.md\n  removed: page-00.md\n" in out and "added" not in out
