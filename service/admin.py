@@ -5,10 +5,7 @@ from __future__ import annotations
 import hmac
 import logging
 import threading
-import uuid
-from collections import OrderedDict
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
@@ -17,51 +14,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from service import sources, store
-from service.corpus import CorpusError
-from service.encoder import Encoder, EncoderError
+from service.encoder import Encoder
 from service.engine import Engine
-from service.indexing import BuildError, build_index
+from service.jobs import KEEP_JOBS, BuildBusy, BuildJob, BuildJobs
 from service.ratelimit import RateLimiter, retry_after_header
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
-
-# Finished jobs kept for status reads; older ones are forgotten.
-KEEP_JOBS = 50
-JobStatus = Literal["queued", "running", "succeeded", "failed"]
-
-
-class BuildBusy(Exception):
-    """A build is already running (here, or elsewhere holding the index lock)."""
-
-
-class BuildReportOut(BaseModel):
-    version: str | None
-    published: bool
-    documents: int
-    chunks: int
-    added: list[str]
-    changed: list[str]
-    removed: list[str]
-    embedded: int
-    reused: int
-    seconds: float
-    skipped: list[str]
-    reason: str
-
-
-class BuildJob(BaseModel):
-    id: str
-    status: JobStatus
-    force: bool
-    strict: bool
-    created_at: str
-    started_at: str | None = None
-    finished_at: str | None = None
-    report: BuildReportOut | None = None
-    error: str | None = None
-    index_version: str | None = Field(
-        default=None, description="The version the service serves once the job has finished.")
 
 
 class BuildRequest(BaseModel):
@@ -90,14 +49,10 @@ class ReloadOut(BaseModel):
     reloaded: bool
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 @dataclass
 class Admin:
-    """What the admin routes share: the token, the failed-login limiter, corpus writes and
-    build jobs."""
+    """What the admin routes share: the token, the failed-login limiter, the corpus write
+    lock and the build jobs."""
 
     settings: Settings
     engine: Engine
@@ -109,69 +64,10 @@ class Admin:
         self.token = self.settings.admin_token.get_secret_value().encode()
         self.failures = RateLimiter(self.settings.admin_rate_limit)
         self.write_lock = threading.Lock()
-        self._jobs: OrderedDict[str, BuildJob] = OrderedDict()
-        self._jobs_lock = threading.Lock()
+        self.jobs = BuildJobs(self.settings, self.engine, self.encoder)
 
     def check_token(self, presented: str) -> bool:
         return hmac.compare_digest(presented.encode("utf-8", "replace"), self.token)
-
-    def job(self, job_id: str) -> BuildJob | None:
-        with self._jobs_lock:
-            job = self._jobs.get(job_id)
-            return job.model_copy(deep=True) if job else None
-
-    def start_build(self, force: bool, strict: bool) -> BuildJob:
-        """Queue a build in a background thread; BuildBusy if one is running."""
-        with self._jobs_lock:
-            for other in self._jobs.values():
-                if other.status in ("queued", "running"):
-                    raise BuildBusy(f"build {other.id} is already {other.status}")
-            holder = store.lock_holder(self.settings.index_dir)
-            if holder is not None:
-                raise BuildBusy(f"another build is running on {self.settings.index_dir} "
-                                f"({holder})")
-            job = BuildJob(id=uuid.uuid4().hex[:12], status="queued", force=force, strict=strict,
-                           created_at=_now())
-            self._jobs[job.id] = job
-            while len(self._jobs) > KEEP_JOBS:
-                self._jobs.popitem(last=False)
-            snapshot = job.model_copy(deep=True)
-        threading.Thread(target=self._run, args=(job.id,), name=f"build-{job.id}",
-                         daemon=True).start()
-        return snapshot
-
-    def _update(self, job_id: str, **changes: object) -> None:
-        with self._jobs_lock:
-            job = self._jobs.get(job_id)
-            if job is not None:
-                self._jobs[job_id] = job.model_copy(update=changes)
-
-    def _run(self, job_id: str) -> None:
-        job = self.job(job_id)
-        assert job is not None
-        self._update(job_id, status="running", started_at=_now())
-        report: BuildReportOut | None = None
-        try:
-            built = build_index(self.settings, force=job.force, strict=job.strict,
-                                encoder=self.encoder)
-            report = BuildReportOut(**asdict(built))
-            # Serve it now rather than at the watcher's next poll.
-            self.engine.reload_if_changed(retry=True)
-        except (CorpusError, BuildError, EncoderError, store.BuildLocked,
-                store.IndexUnavailable, OSError) as exc:
-            log.warning("build %s failed: %s", job_id, exc)
-            error = str(exc) if report is None else (
-                f"published {report.version}, but the service refused it: {exc}")
-            self._update(job_id, status="failed", error=error, report=report,
-                         finished_at=_now(), index_version=self.engine.served_version)
-        except Exception as exc:
-            log.exception("build %s failed", job_id)
-            self._update(job_id, status="failed", error=f"unexpected error: {exc}",
-                         report=report, finished_at=_now(),
-                         index_version=self.engine.served_version)
-        else:
-            self._update(job_id, status="succeeded", finished_at=_now(), report=report,
-                         index_version=self.engine.served_version)
 
 
 def get_admin(request: Request) -> Admin:
@@ -272,7 +168,7 @@ def start_build(response: Response, admin: AdminDep, body: BuildRequest | None =
     """Start an incremental build in the background; read its status at the Location URL."""
     options = body or BuildRequest()
     try:
-        job = admin.start_build(options.force, options.strict)
+        job = admin.jobs.start(options.force, options.strict)
     except BuildBusy as exc:
         raise HTTPException(409, str(exc)) from exc
     response.headers["Location"] = f"{router.prefix}/builds/{job.id}"
@@ -282,7 +178,7 @@ def start_build(response: Response, admin: AdminDep, body: BuildRequest | None =
 @router.get("/builds/{job_id}", response_model=BuildJob)
 def build_status(job_id: str, admin: AdminDep) -> BuildJob:
     """A build job: queued, running, succeeded (with its report) or failed (with the reason)."""
-    job = admin.job(job_id)
+    job = admin.jobs.get(job_id)
     if job is None:
         raise HTTPException(404, f"no build {job_id!r} (only the last {KEEP_JOBS} are kept)")
     return job
