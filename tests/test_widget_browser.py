@@ -244,9 +244,9 @@ def origins(corpus: Path, index: Path) -> Iterator[Origins]:
 
 @pytest.fixture(scope="module")
 def limited_host(corpus: Path, index: Path) -> Iterator[str]:
-    """A host page origin allowed by a service that takes two requests, then one per 30 s."""
+    """A host page origin allowed by a service that takes one request, then one per 60 s."""
     with host_sites(1) as (host,), \
-            running_service(corpus, index, host.origin, rate_limit=2) as service:
+            running_service(corpus, index, host.origin, rate_limit=1) as service:
         host.point_at(service)
         yield host.origin
 
@@ -680,7 +680,7 @@ def test_loading_rate_limited_not_ready_and_offline_states(
 
 def test_real_rate_limit_across_origins_shows_the_servers_wait(
         limited_host: str, open_page: Callable[..., Watch]) -> None:
-    # The widget script was one request; the first question takes the last token.
+    # Loading widget.js costs no allowance; the first question takes the only token.
     page = open_page(f"{limited_host}/").page
     open_panel(page)
     ask(page, "Who is the head of product at Bloomberg?")
