@@ -12,7 +12,8 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,6 +25,12 @@ log = logging.getLogger(__name__)
 Span = tuple[int, int]
 ONNX_FILE, TOKENIZER_FILE, INFO_FILE = "model.onnx", "tokenizer.json", "encoder.json"
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+# Bump when export_onnx writes something different: the exported folder's name and the index
+# settings hash carry it, so one index never mixes vectors from two exports.
+ONNX_EXPORT = 2
+# Passages go through the ONNX model a few at a time: a big batch's activations spill out of
+# the CPU caches, and batches of 32 ran ~1.8x slower per passage here than single passages.
+BATCH_CHARS = 1_500
 
 
 class EncoderError(Exception):
@@ -118,6 +125,21 @@ def _sort_batches(texts: Sequence[str], batch_size: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def _small_batches(texts: Sequence[str], batch_size: int) -> list[list[int]]:
+    """Similar lengths together, at most `batch_size` texts and about BATCH_CHARS of padded
+    text per batch."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in sorted(range(len(texts)), key=lambda i: len(texts[i])):
+        # Ascending order: texts[i] is the longest of its batch, the padded length.
+        if current and (len(current) == batch_size
+                        or (len(current) + 1) * len(texts[i]) > BATCH_CHARS):
+            batches.append(current)
+            current = []
+        current.append(i)
+    return batches + [current] if current else batches
+
+
 class OnnxEncoder:
     """The exported, int8-quantized model run by onnxruntime with a `tokenizers` tokenizer."""
 
@@ -136,37 +158,73 @@ class OnnxEncoder:
         self._tokenizer.enable_truncation(model.max_seq_length)
         self._tokenizer.enable_padding()
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # Spinning worker threads steal the only other core from concurrent requests.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(
-            str(folder / ONNX_FILE), options, providers=["CPUExecutionProvider"]
-        )
+        # One single-threaded session per thread, each on its own passages: faster here than
+        # one session with more intra-op threads, and serving (one thread) wakes no other.
+        self._sessions = [
+            ort.InferenceSession(str(folder / ONNX_FILE), options,
+                                 providers=["CPUExecutionProvider"])
+            for _ in range(max(1, threads))
+        ]
 
-    def _run(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[Any]]:
+    def _run(self, session: Any, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[Any]]:
         encodings = self._tokenizer.encode_batch(list(texts))
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-        pooled, tokens = self._session.run(None, {"input_ids": ids, "attention_mask": mask})
+        pooled, tokens = session.run(None, {"input_ids": ids, "attention_mask": mask})
         return pooled, tokens, encodings
 
+    def _each_batch(self, texts: Sequence[str], batch_size: int,
+                    work: Callable[[Any, list[int]], None]) -> None:
+        """`work(session, batch)` over small batches of similar length, one thread a session."""
+        batches = _small_batches(texts, batch_size)
+        if len(self._sessions) == 1 or len(batches) == 1:
+            for batch in batches:
+                work(self._sessions[0], batch)
+            return
+        n = len(self._sessions)
+
+        def share(k: int) -> None:
+            # Interleaved shares of the length-sorted batches take about equal time.
+            for batch in batches[k::n]:
+                work(self._sessions[k], batch)
+
+        with ThreadPoolExecutor(n) as pool:
+            for future in [pool.submit(share, k) for k in range(n)]:
+                future.result()
+
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        pooled, _, _ = self._run(texts)
-        return np.asarray(pooled, dtype=np.float32)
+        if len(texts) == 1:  # the serving path: no batch machinery
+            ids = self._tokenizer.encode(texts[0]).ids
+            pooled = self._sessions[0].run(["embedding"], {
+                "input_ids": np.array([ids], dtype=np.int64),
+                "attention_mask": np.ones((1, len(ids)), dtype=np.int64)})[0]
+            return np.asarray(pooled, dtype=np.float32)
+        vectors = np.zeros((len(texts), self.model.dimension), dtype=np.float32)
+
+        def work(session: Any, batch: list[int]) -> None:
+            vectors[batch] = self._run(session, [texts[i] for i in batch])[0]
+
+        self._each_batch(texts, 32, work)
+        return vectors
 
     def encode_passages(
         self, texts: Sequence[str], spans: Sequence[Sequence[Span]], batch_size: int = 32
     ) -> tuple[np.ndarray, list[np.ndarray]]:
         vectors = np.zeros((len(texts), self.model.dimension), dtype=np.float32)
         per_span: list[np.ndarray] = [np.empty(0)] * len(texts)
-        for batch in _sort_batches(texts, batch_size):
-            pooled, tokens, encodings = self._run([texts[i] for i in batch])
+
+        def work(session: Any, batch: list[int]) -> None:
+            pooled, tokens, encodings = self._run(session, [texts[i] for i in batch])
             for row, i in enumerate(batch):
                 vectors[i] = pooled[row]
                 per_span[i] = _span_vectors(tokens[row], encodings[row].offsets, spans[i],
                                             pooled[row])
+
+        self._each_batch(texts, batch_size, work)
         return vectors, per_span
 
 
@@ -214,6 +272,23 @@ class TorchEncoder:
         return vectors, per_span
 
 
+def _fuse(graph: Path, config: Any) -> Path:
+    """The graph with onnxruntime's BERT fusions (attention, layer norms, GELU), or the plain
+    graph when the optimizer cannot handle this model."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    try:
+        optimized = optimize_model(str(graph), model_type="bert",
+                                   num_heads=int(config.num_attention_heads),
+                                   hidden_size=int(config.hidden_size), opt_level=0)
+    except Exception as exc:  # best effort: the plain graph is correct, only slower
+        log.warning("transformer fusion failed (%s); quantizing the plain graph", exc)
+        return graph
+    fused = graph.with_name("fused.onnx")
+    optimized.save_model_to_file(str(fused))
+    return fused
+
+
 def export_onnx(model: ModelInfo, target: Path) -> Path:
     """Export the model to ONNX (pooled unit vector + token vectors) and quantize it to int8.
 
@@ -230,6 +305,9 @@ def export_onnx(model: ModelInfo, target: Path) -> Path:
     st = SentenceTransformer(str(model.path), device="cpu", local_files_only=True)
     transformer: Any = st[0].auto_model
     transformer.eval()
+    # Eager attention exports as plain MatMul/Softmax ops, which onnxruntime's transformer
+    # optimizer fuses into its Attention kernel; the SDPA form does not fuse.
+    transformer.set_attn_implementation("eager")
 
     class Pooled(torch.nn.Module):
         def __init__(self) -> None:
@@ -253,11 +331,17 @@ def export_onnx(model: ModelInfo, target: Path) -> Path:
                           str(work / "fp32.onnx"), input_names=["input_ids", "attention_mask"],
                           output_names=["embedding", "token_embeddings"], dynamic_axes=axes,
                           opset_version=17, dynamo=False)
-        quantize_dynamic(str(work / "fp32.onnx"), str(work / ONNX_FILE),
-                         weight_type=QuantType.QInt8, per_channel=True)
-        (work / "fp32.onnx").unlink()
+        fused = _fuse(work / "fp32.onnx", transformer.config)
+        # The weight matrices become int8, the embedding table stays float. With fused
+        # attention this runs passages ~30% faster here than the plain graph, at the same
+        # cosine to torch (0.995 pooled).
+        quantize_dynamic(str(fused), str(work / ONNX_FILE), weight_type=QuantType.QInt8,
+                         per_channel=True, op_types_to_quantize=["MatMul", "Attention"],
+                         extra_options={"DefaultTensorType": 1})  # fused ops lack shape info
+        for path in {work / "fp32.onnx", fused}:
+            path.unlink()
         st.tokenizer.backend_tokenizer.save(str(work / TOKENIZER_FILE))
-        info = {"kind": OnnxEncoder.kind, "model": model.name,
+        info = {"kind": OnnxEncoder.kind, "export": ONNX_EXPORT, "model": model.name,
                 "model_fingerprint": model.fingerprint, "dimension": model.dimension,
                 "max_seq_length": model.max_seq_length}
         (work / INFO_FILE).write_text(json.dumps(info, indent=2), "utf-8")

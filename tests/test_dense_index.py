@@ -84,3 +84,13 @@ def test_default_build_is_exact(tmp_path: Path, fake_encoder: FakeEncoder) -> No
     index = load_index(settings.index_dir)
     assert index.manifest["dense_index"] == "flat-ip"
     assert "dense_params" not in index.manifest
+
+
+def test_large_hnsw_searches_wider(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(indexing, "HNSW_LARGE", 500)
+    small, small_record = dense_index(_clustered(400), flat_max=100)
+    large, large_record = dense_index(_clustered(600), flat_max=100)
+    assert small_record["dense_params"]["efSearch"] == indexing.HNSW_EF_SEARCH
+    assert large_record["dense_params"]["efSearch"] == indexing.HNSW_EF_SEARCH_LARGE
+    graph: Any = faiss.downcast_index(large)
+    assert graph.hnsw.efSearch == indexing.HNSW_EF_SEARCH_LARGE

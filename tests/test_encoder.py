@@ -1,0 +1,68 @@
+"""The exported ONNX encoder: fused graph, small batches, sessions side by side, same vectors."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from service.encoder import BATCH_CHARS, ONNX_EXPORT, ModelInfo, OnnxEncoder, _small_batches
+
+PASSAGES = [
+    "A head of product leads the product team and owns the roadmap.",
+    "Chief product officers sit at the top of the product ladder.",
+    "x",
+    "The treasurer manages the budget. " * 20,
+    "Feedback can be collected with FeedBear by the product team. " * 5,
+    "Directors of product report to the VP of product.",
+]
+SPANS = [[(0, min(len(t), 30)), (min(len(t), 30), len(t))] for t in PASSAGES]
+
+
+def test_small_batches_cover_every_text_once_by_length() -> None:
+    texts = ["a" * n for n in (5, 900, 40, 700, 40, 3000, 1, 300, 300, 300)]
+    batches = _small_batches(texts, 4)
+    assert sorted(i for b in batches for i in b) == list(range(len(texts)))
+    lengths = [len(texts[i]) for b in batches for i in b]
+    assert lengths == sorted(lengths)
+    for batch in batches:
+        assert len(batch) <= 4
+        assert len(batch) == 1 or len(batch) * max(len(texts[i]) for i in batch) <= BATCH_CHARS
+
+
+def test_export_is_fused_and_recorded(real_encoder_dir: Path) -> None:
+    graph = onnx.load(str(real_encoder_dir / "model.onnx")).graph
+    ops = Counter(node.op_type for node in graph.node)
+    assert ops["QAttention"] == 6, "one fused, int8 attention per layer"
+    assert ops["MatMulInteger"] > 0
+    info = json.loads((real_encoder_dir / "encoder.json").read_text("utf-8"))
+    assert info["export"] == ONNX_EXPORT
+    assert real_encoder_dir.name.endswith(f"-e{ONNX_EXPORT}")
+
+
+def test_sessions_side_by_side_give_the_same_vectors(real_encoder_dir: Path,
+                                                     real_model: ModelInfo) -> None:
+    one = OnnxEncoder(real_encoder_dir, real_model, threads=1)
+    two = OnnxEncoder(real_encoder_dir, real_model, threads=2)
+    v1, s1 = one.encode_passages(PASSAGES, SPANS, batch_size=2)
+    v2, s2 = two.encode_passages(PASSAGES, SPANS, batch_size=2)
+    np.testing.assert_array_equal(v1, v2)
+    for a, b in zip(s1, s2, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(np.linalg.norm(v1, axis=1), 1.0, rtol=1e-4)
+    assert all(s.shape == (2, real_model.dimension) for s in s1)
+
+
+def test_a_query_alone_matches_it_in_a_batch(real_encoder_dir: Path,
+                                             real_model: ModelInfo) -> None:
+    encoder = OnnxEncoder(real_encoder_dir, real_model, threads=2)
+    texts = [t for t in PASSAGES if len(t) > 20]
+    together = encoder.encode_queries(texts)
+    for i, text in enumerate(texts):
+        alone = encoder.encode_queries([text])[0]
+        # Activations are quantized per batch, so neighbours move a vector a little (more
+        # for a text of a few characters beside longer ones).
+        assert float(alone @ together[i]) > 0.99
