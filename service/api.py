@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, field_validator
 
 from service.answer import Answer
@@ -159,20 +160,29 @@ def _response(question: str, answer: Answer, snapshot: Snapshot, started: float,
 router = APIRouter()
 
 
+async def _answer(engine: Engine, snapshot: Snapshot, question: str, k: int) -> Answer:
+    # A repeated question is answered from the cache right here on the event loop; computing
+    # one goes to a worker thread, so the loop stays free and the answering limits count it.
+    cached = engine.cached(snapshot, question, k)
+    if cached is not None:
+        return cached
+    return await run_in_threadpool(engine.ask, snapshot, question, k)
+
+
 @router.post("/api/ask", response_model=AskResponse, tags=["questions"])
-def ask(body: AskRequest, engine: EngineDep, snapshot: SnapshotDep) -> Response:
+async def ask(body: AskRequest, engine: EngineDep, snapshot: SnapshotDep) -> Response:
     """Answer one question with cited passages."""
     started = time.perf_counter()
-    answer = engine.ask(snapshot, body.question, body.top_k)
+    answer = await _answer(engine, snapshot, body.question, body.top_k)
     return _response(body.question, answer, snapshot, started)
 
 
 @router.post("/api/chat", response_model=ChatResponse, tags=["questions"])
-def chat(body: ChatRequest, engine: EngineDep, snapshot: SnapshotDep) -> Response:
+async def chat(body: ChatRequest, engine: EngineDep, snapshot: SnapshotDep) -> Response:
     """Answer the last user message, reading earlier turns to resolve follow-ups."""
     started = time.perf_counter()
     query = standalone_query([m.content for m in body.messages if m.role == "user"])
-    answer = engine.ask(snapshot, query, body.top_k)
+    answer = await _answer(engine, snapshot, query, body.top_k)
     return _response(body.messages[-1].content, answer, snapshot, started, query)
 
 

@@ -138,16 +138,26 @@ class Engine:
             self._swap(version)
             return True
 
-    def ask(self, snapshot: Snapshot, question: str, k: int) -> Answer:
-        """The answer for this snapshot, from the cache when the same question was just asked."""
+    def cached(self, snapshot: Snapshot, question: str, k: int) -> Answer | None:
+        """The cached answer when the same question was just asked of this snapshot; cheap
+        enough to call on the event loop."""
         if self.settings.cache_size == 0:
-            return snapshot.ask(question, k)
+            return None
         key = (snapshot.version, " ".join(question.split()), k)
         with self._cache_lock:
             cached = self._cache.get(key)
             if cached is not None:
                 self._cache.move_to_end(key)
-                return cached
+            return cached
+
+    def ask(self, snapshot: Snapshot, question: str, k: int) -> Answer:
+        """The answer for this snapshot, from the cache when the same question was just asked."""
+        if self.settings.cache_size == 0:
+            return snapshot.ask(question, k)
+        cached = self.cached(snapshot, question, k)
+        if cached is not None:
+            return cached
+        key = (snapshot.version, " ".join(question.split()), k)
         answer = snapshot.ask(question, k)
         with self._cache_lock:
             self._cache[key] = answer
