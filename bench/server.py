@@ -1,0 +1,109 @@
+"""A uvicorn subprocess on loopback, started the way `make serve` starts it, timed to /readyz."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from bench.http_load import Connection, get
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SERVICE_APP = "service.app:create_app"
+
+
+def serve_arguments(host: str, port: int) -> list[str]:
+    """uvicorn's arguments from the Makefile's `serve` recipe, so the bench measures exactly
+    what `make serve` runs (flags added there are picked up here)."""
+    recipe = (ROOT / "Makefile").read_text("utf-8")
+    match = re.search(r"^\t.*?\buvicorn\s+(.*--factory.*)$", recipe, re.MULTILINE)
+    if match is None:
+        return ["--factory", SERVICE_APP, "--host", host, "--port", str(port)]
+    line = match.group(1).replace("$(HOST)", host).replace("$(PORT)", str(port))
+    return shlex.split(line)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Server:
+    """`uvicorn <args>` with `env` added to the bench's environment; stopped by its own PID."""
+
+    def __init__(self, env: dict[str, str], args: list[str] | None = None,
+                 log: Path | None = None, extra_args: tuple[str, ...] = ()) -> None:
+        self.port = free_port()
+        self.args = (serve_arguments("127.0.0.1", self.port) if args is None
+                     else [*args, "--host", "127.0.0.1", "--port", str(self.port)])
+        self.args += extra_args
+        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **env}
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+        self.cold_start_s = float("nan")
+
+    def start(self, timeout: float = 120.0) -> float:
+        """Start and wait for /readyz 200; seconds from process start to that answer."""
+        out = self.log.open("ab") if self.log else subprocess.DEVNULL
+        started = time.perf_counter()
+        self.process = subprocess.Popen([str(BIN / "uvicorn"), *self.args], cwd=ROOT,
+                                        env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = started + timeout
+        while time.perf_counter() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}; see {self.log}")
+            if self._ready():
+                self.cold_start_s = time.perf_counter() - started
+                return self.cold_start_s
+            time.sleep(0.005)
+        self.stop()
+        raise TimeoutError(f"server not ready in {timeout:.0f} s; see {self.log}")
+
+    def _ready(self) -> bool:
+        try:
+            conn = Connection(self.port, timeout=2.0)
+        except OSError:
+            return False
+        try:
+            status, _ = conn.call(get("/readyz"))
+            return status == 200
+        except OSError:
+            return False
+        finally:
+            conn.close()
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server process now."""
+        assert self.process is not None
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+        raise RuntimeError("no VmRSS in /proc status")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> Server:
+        self.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
