@@ -1,0 +1,54 @@
+"""Where the time of one /api/ask goes, step by step, measured in-process on the served index."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service import lexical
+from service.answer import compose_answer
+from service.api import AskRequest, _response
+from service.encoder import describe_model
+from service.engine import Engine
+from service.retrieval import CANDIDATES, retrieve
+from service.settings import Settings
+
+
+def _median_us(step: Callable[[str], Any], questions: Sequence[str], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        for q in questions:
+            started = time.perf_counter()
+            step(q)
+            times.append(time.perf_counter() - started)
+    return round(float(np.median(times)) * 1e6, 1)
+
+
+def breakdown(index_dir: Path, questions: Sequence[str], repeat: int = 20) -> dict[str, float]:
+    """Median microseconds of each step, alone (warm caches), and of the whole answer in the
+    order a request runs it (the encoder's pass leaves the caches colder for the rest)."""
+    engine = Engine(Settings(index_dir=index_dir, cache_size=0), describe_model(None))
+    snap = engine.load()
+    index = snap.index
+    vectors = {q: snap.encoder.encode_queries([q])[0] for q in questions}
+    terms = {q: lexical.terms(q) for q in questions}
+    hits = {q: retrieve(index, vectors[q], terms[q], 3) for q in questions}
+    answers = {q: compose_answer(index, vectors[q], terms[q], hits[q]) for q in questions}
+    n = min(CANDIDATES, len(index.chunks))
+    steps = {
+        "validate request": lambda q: AskRequest.model_validate({"question": q, "top_k": 3}),
+        "encode": lambda q: snap.encoder.encode_queries([q]),
+        "lexical terms": lambda q: lexical.terms(q),
+        "dense search (FAISS)": lambda q: index.dense.search(vectors[q].reshape(1, -1), n),
+        "BM25 top-50": lambda q: index.lexical.top(terms[q], n),
+        "retrieve (both, fused, deduped)": lambda q: retrieve(index, vectors[q], terms[q], 3),
+        "sentence scoring + compose": lambda q: compose_answer(index, vectors[q], terms[q],
+                                                               hits[q]),
+        "response JSON": lambda q: _response(q, answers[q], snap, time.perf_counter()),
+        "whole answer, request order": lambda q: snap.ask(q, 3),
+    }
+    return {name: _median_us(step, questions, repeat) for name, step in steps.items()}
