@@ -1,4 +1,4 @@
-"""The exported ONNX encoder: fused graph, small batches, sessions side by side, same vectors."""
+"""The exported ONNX encoder: int8, small batches, sessions side by side, the same vectors."""
 
 from __future__ import annotations
 
@@ -33,11 +33,10 @@ def test_small_batches_cover_every_text_once_by_length() -> None:
         assert len(batch) == 1 or len(batch) * max(len(texts[i]) for i in batch) <= BATCH_CHARS
 
 
-def test_export_is_fused_and_recorded(real_encoder_dir: Path) -> None:
+def test_export_is_int8_and_recorded(real_encoder_dir: Path) -> None:
     graph = onnx.load(str(real_encoder_dir / "model.onnx")).graph
     ops = Counter(node.op_type for node in graph.node)
-    assert ops["QAttention"] == 6, "one fused, int8 attention per layer"
-    assert ops["MatMulInteger"] > 0
+    assert ops["MatMulInteger"] > 0, "weights quantized to int8"
     info = json.loads((real_encoder_dir / "encoder.json").read_text("utf-8"))
     assert info["export"] == ONNX_EXPORT
     assert real_encoder_dir.name.endswith(f"-e{ONNX_EXPORT}")
