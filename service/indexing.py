@@ -39,8 +39,8 @@ DOCUMENTS, CHUNKS, VECTORS, SENTENCE_VECTORS, DENSE = (
 
 # Exact inner-product search up to FLAT_MAX passages, HNSW above: one flat query at one thread
 # took ~0.2 ms at 10k vectors here, as much as HNSW's, and ~0.45 ms at 14k, ~0.75 ms at 20k
-# (past the CPU cache), while HNSW stays ~0.1-0.3 ms up to 1M. On SciFact (13.9k passages) HNSW
-# moved nDCG@10 by -0.0007. `make bench` measures both (README "Performance").
+# (past the CPU cache), while HNSW stays ~0.1-0.5 ms up to 1M. On SciFact (13.9k passages) HNSW
+# left nDCG@10 as it was (0.7385). `make bench` measures both (README "Performance").
 FLAT_MAX = 10_000
 # HNSW's efSearch (at least retrieval's 50 dense candidates) grows with the index to keep
 # recall@10 against exact search >= 0.95: measured 0.98 at 100k with 64, and at 1M 0.94 with
