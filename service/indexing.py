@@ -43,8 +43,8 @@ DOCUMENTS, CHUNKS, VECTORS, SENTENCE_VECTORS, DENSE = (
 # left nDCG@10 as it was (0.7385). `make bench` measures both (README "Performance").
 FLAT_MAX = 10_000
 # HNSW's efSearch (at least retrieval's 50 dense candidates) grows with the index to keep
-# recall@10 against exact search >= 0.95: measured 0.98 at 100k with 64, and at 1M 0.94 with
-# 128 but 0.985 with 256.
+# recall@10 against exact search >= 0.95: measured 0.98 at 100k with 64, and at 1M 0.92-0.94
+# with 128 but 0.97-0.985 with 256.
 HNSW_M, HNSW_EF_CONSTRUCTION = 32, 80
 HNSW_EF_SEARCH, HNSW_EF_SEARCH_LARGE, HNSW_LARGE = 64, 256, 200_000
 
