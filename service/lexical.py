@@ -61,15 +61,8 @@ class LexicalIndex:
 
     def top(self, query_terms: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Indices and scores of the k best passages with a positive score, best first."""
-        scores = self.scores(query_terms)
-        k = min(k, self.size)
-        if k <= 0:
-            return np.empty(0, np.int64), np.empty(0, np.float32)
-        # argpartition first: a full sort of every passage costs far more on large corpora.
-        idx = np.argpartition(-scores, k - 1)[:k] if k < self.size else np.arange(self.size)
-        idx = idx[np.argsort(-scores[idx], kind="stable")]
-        idx = idx[scores[idx] > 0]
-        return idx, scores[idx]
+        return best(self.scores(query_terms), k)
+
 
     def term_idf(self, term: str) -> float:
         """IDF of a term; one the corpus never uses weighs as much as a typical corpus term: it
@@ -79,6 +72,18 @@ class LexicalIndex:
         if tid is not None:
             return float(self.idf[tid])
         return float(self.idf.mean()) if len(self.idf) else 1.0
+
+
+def best(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values of the k highest positive scores, highest first."""
+    k = min(k, len(scores))
+    if k <= 0:
+        return np.empty(0, np.int64), np.empty(0, np.float32)
+    # argpartition first: a full sort of every passage costs far more on large corpora.
+    idx = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    idx = idx[np.argsort(-scores[idx], kind="stable")]
+    idx = idx[scores[idx] > 0]
+    return idx, scores[idx]
 
 
 def build(passages: Sequence[Sequence[str]], k1: float = 1.2, b: float = 0.75) -> LexicalIndex:

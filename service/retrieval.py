@@ -138,12 +138,13 @@ def retrieve(index: SearchIndex, query_vector: np.ndarray, query_terms: list[str
     candidate's, blended, then near-duplicates of better passages dropped."""
     n = min(candidates, len(index.chunks))
     _, dense_ids = index.dense.search(query_vector.reshape(1, -1).astype(np.float32), n)
-    lex_ids, _ = index.lexical.top(query_terms, n)
+    lex_all = index.lexical.scores(query_terms)
+    lex_ids, _ = lexical.best(lex_all, n)
     pool = np.unique(np.concatenate([dense_ids[0][dense_ids[0] >= 0], lex_ids]))
     if len(pool) == 0:
         return []
     dense = index.vectors[pool] @ query_vector
-    lex = index.lexical.scores(query_terms)[pool]
+    lex = lex_all[pool]
     fused = DENSE_WEIGHT * dense / max(float(dense.max()), 1e-6)
     if lex.max() > 0:
         fused += (1 - DENSE_WEIGHT) * lex / float(lex.max())
