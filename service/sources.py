@@ -8,6 +8,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from service import store
 from service.corpus import SUFFIXES, iter_files, parse_file
 
 MAX_ID_CHARS = 512
@@ -112,7 +113,7 @@ def delete_source(corpus_dir: Path, doc_id: str) -> None:
         raise SourceNotFound(f"no file {doc_id!r} in the corpus (a record inside a .jsonl file "
                              "is changed by replacing that file)")
     target.unlink()
-    _fsync_dir(target.parent)
+    store.fsync_dir(target.parent)
 
 
 def _write_atomic(target: Path, data: bytes) -> None:
@@ -129,12 +130,5 @@ def _write_atomic(target: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(target.parent)
+    store.fsync_dir(target.parent)
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -48,7 +48,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -81,10 +81,10 @@ def publish(index_dir: Path, staging: Path, manifest: dict[str, Any]) -> Path:
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), "utf-8")
     for path in [*files, staging / MANIFEST]:
         fsync_file(path)
-    _fsync_dir(staging)
+    fsync_dir(staging)
     final: Path = index_dir / "versions" / str(manifest["version"])
     os.replace(staging, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     set_current(index_dir, manifest["version"])
     return final
 
@@ -97,7 +97,7 @@ def set_current(index_dir: Path, version: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, index_dir / CURRENT)
-    _fsync_dir(index_dir)
+    fsync_dir(index_dir)
 
 
 def current_version(index_dir: Path) -> str | None:
@@ -156,7 +156,7 @@ def prune(index_dir: Path, keep: int) -> list[str]:
         # that still looks published.
         os.replace(folder / name, folder / f".deleting-{name}")
     if removed:
-        _fsync_dir(folder)
+        fsync_dir(folder)
     if folder.is_dir():
         for stale in [*folder.glob(".staging-*"), *folder.glob(".deleting-*")]:
             shutil.rmtree(stale, ignore_errors=True)
