@@ -17,7 +17,6 @@ from tests.fakes import FakeEncoder as FakeEncoder  # re-exported for the test m
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_CORPUS = ROOT / "corpus"
-SHARED = ROOT.parent / "shared"
 
 
 @pytest.fixture
