@@ -9,7 +9,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from service.encoder import BATCH_CHARS, ONNX_EXPORT, ModelInfo, OnnxEncoder, _small_batches
+from service.encoder import (
+    BATCH_CHARS,
+    ONNX_EXPORT,
+    ModelInfo,
+    OnnxEncoder,
+    TorchEncoder,
+    _small_batches,
+)
 
 PASSAGES = [
     "A head of product leads the product team and owns the roadmap.",
@@ -65,3 +72,19 @@ def test_a_query_alone_matches_it_in_a_batch(real_encoder_dir: Path,
         # Activations are quantized per batch, so neighbours move a vector a little (more
         # for a text of a few characters beside longer ones).
         assert float(alone @ together[i]) > 0.99
+
+
+def test_int8_export_agrees_with_sentence_transformers(real_encoder_dir: Path,
+                                                       real_model: ModelInfo) -> None:
+    onnx_encoder = OnnxEncoder(real_encoder_dir, real_model, threads=1)
+    reference = TorchEncoder(real_model, threads=1)
+    texts = [t for t in PASSAGES if len(t) > 20]
+    fast, fast_spans = onnx_encoder.encode_passages(texts, SPANS[: len(texts)])
+    slow, slow_spans = reference.encode_passages(texts, SPANS[: len(texts)])
+    assert float(np.min(np.sum(fast * slow, axis=1))) > 0.98
+    for a, b in zip(fast_spans, slow_spans, strict=True):
+        assert float(np.min(np.sum(a * b, axis=1))) > 0.97
+    query = "Who sits at the top of the product ladder?"
+    q_fast = onnx_encoder.encode_queries([query])[0]
+    q_slow = reference.encode_queries([query])[0]
+    assert float(q_fast @ q_slow) > 0.98
