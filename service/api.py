@@ -166,7 +166,7 @@ async def _answer(engine: Engine, snapshot: Snapshot, question: str, k: int) -> 
     cached = engine.cached(snapshot, question, k)
     if cached is not None:
         return cached
-    return await run_in_threadpool(engine.ask, snapshot, question, k)
+    return await run_in_threadpool(engine.compute, snapshot, question, k)
 
 
 @router.post("/api/ask", response_model=AskResponse, tags=["questions"])

@@ -143,27 +143,31 @@ class Engine:
         enough to call on the event loop."""
         if self.settings.cache_size == 0:
             return None
-        key = (snapshot.version, " ".join(question.split()), k)
+        key = _cache_key(snapshot, question, k)
         with self._cache_lock:
             cached = self._cache.get(key)
             if cached is not None:
                 self._cache.move_to_end(key)
             return cached
 
+    def compute(self, snapshot: Snapshot, question: str, k: int) -> Answer:
+        """Compute the answer for this snapshot and remember it (no cache lookup: callers that
+        want one call `cached` first, as `ask` does)."""
+        answer = snapshot.ask(question, k)
+        if self.settings.cache_size:
+            with self._cache_lock:
+                self._cache[_cache_key(snapshot, question, k)] = answer
+                while len(self._cache) > self.settings.cache_size:
+                    self._cache.popitem(last=False)
+        return answer
+
     def ask(self, snapshot: Snapshot, question: str, k: int) -> Answer:
         """The answer for this snapshot, from the cache when the same question was just asked."""
-        if self.settings.cache_size == 0:
-            return snapshot.ask(question, k)
-        cached = self.cached(snapshot, question, k)
-        if cached is not None:
-            return cached
-        key = (snapshot.version, " ".join(question.split()), k)
-        answer = snapshot.ask(question, k)
-        with self._cache_lock:
-            self._cache[key] = answer
-            while len(self._cache) > self.settings.cache_size:
-                self._cache.popitem(last=False)
-        return answer
+        return self.cached(snapshot, question, k) or self.compute(snapshot, question, k)
+
+
+def _cache_key(snapshot: Snapshot, question: str, k: int) -> tuple[str, str, int]:
+    return snapshot.version, " ".join(question.split()), k
 
 
 class ReloadWatcher:
