@@ -181,7 +181,11 @@ async def ask(body: AskRequest, engine: EngineDep, snapshot: SnapshotDep) -> Res
 async def chat(body: ChatRequest, engine: EngineDep, snapshot: SnapshotDep) -> Response:
     """Answer the last user message, reading earlier turns to resolve follow-ups."""
     started = time.perf_counter()
-    query = standalone_query([m.content for m in body.messages if m.role == "user"])
+    turns = [m.content for m in body.messages if m.role == "user"]
+    # One turn is its own query; reading earlier turns is linear but up to 80,000 characters,
+    # so it runs in a worker thread, where the answer deadline still applies.
+    query = (await run_in_threadpool(standalone_query, turns) if len(turns) > 1
+             else turns[0].strip())
     answer = await _answer(engine, snapshot, query, body.top_k)
     return _response(body.messages[-1].content, answer, snapshot, started, query)
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-from collections.abc import Iterator
+import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,33 @@ from tests.fakes import FakeEncoder as FakeEncoder  # re-exported for the test m
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_CORPUS = ROOT / "corpus"
+
+
+class TooSlow(AssertionError):
+    """A call on hostile input outran its (generous) time limit: not linear time."""
+
+
+@contextlib.contextmanager
+def _within(seconds: float) -> Iterator[None]:
+    # SIGALRM interrupts even a backtracking regex (the re engine checks for signals), so a
+    # call that would run for hours fails the test instead of hanging the suite.
+    def expire(signum: int, frame: object) -> None:
+        raise TooSlow(f"took over {seconds:g} s on hostile input")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture
+def within() -> Callable[[float], contextlib.AbstractContextManager[None]]:
+    """`with within(1.0): f(hostile)` fails when f takes longer; limits are generous, so this
+    checks for super-linear blow-ups, not speed."""
+    return _within
 
 
 @pytest.fixture

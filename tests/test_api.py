@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,20 @@ def test_chat_returns_the_standalone_query(fake_client: TestClient) -> None:
     body = r.json()
     assert body["question"] == "Which tool might they use for feedback?"
     assert body["query"] == "Which tool might they use for feedback? (VP of Product)"
+
+
+def test_chat_with_hostile_earlier_turns_answers_promptly(
+        fake_client: TestClient, within: Callable[[float], AbstractContextManager[None]]) -> None:
+    # Runs of spaces once made follow-up resolution backtrack on the event loop: 24 s for this
+    # first turn, hours for a 4,000-character one (test_conversation feeds those to it).
+    turns = ["zebra" + " " * 550 + "giraffe", "what about" + " " * 3980 + "x",
+             "tell me " * 499 + "do" + " " * 3]
+    for turn in turns:
+        messages = [{"role": "user", "content": turn}, {"role": "assistant", "content": "ok"},
+                    {"role": "user", "content": "and it?"}]
+        with within(5.0):
+            r = fake_client.post("/api/chat", json={"messages": messages})
+        assert r.status_code == 200
 
 
 @pytest.mark.parametrize(

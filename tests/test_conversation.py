@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
 import pytest
 
 from service.conversation import is_followup, standalone_query, topic_of
@@ -67,3 +70,25 @@ def test_self_contained_questions_pass_through() -> None:
 def test_topic_already_present_is_not_repeated() -> None:
     turns = ["Tell me about FeedBear.", "Is FeedBear free? And is it popular?"]
     assert standalone_query(turns) == turns[-1]
+
+
+HOSTILE_TURNS = [
+    "zebra" + " " * 100_000 + "giraffe",
+    "what" + " " * 100_000 + "x",
+    "what about" + " " * 100_000 + "x" + " " * 100_000,
+    "and" + " \t" * 50_000 + "what about " + "?" * 100_000 + "x",
+    "tell me " * 12_000 + "do" + " ?" * 50_000 + "!",
+    "so " * 33_000 + "does" + " " * 1000 + "?" * 1000,
+    ("a " * 50_000) + "\n",
+]
+
+
+@pytest.mark.parametrize("turn", HOSTILE_TURNS, ids=range(len(HOSTILE_TURNS)))
+def test_followup_resolution_is_linear_on_hostile_turns(
+        turn: str, within: Callable[[float], AbstractContextManager[None]]) -> None:
+    with within(1.0):
+        is_followup(turn)
+        topic_of(turn)
+        standalone_query([turn, "and it?"])
+        standalone_query(["What does a VP of Product do?", turn])
+        standalone_query([turn, turn])
