@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.types import Scope
 
 from service import sources, store
 from service.encoder import Encoder
@@ -68,6 +69,15 @@ class Admin:
 
     def check_token(self, presented: str) -> bool:
         return hmac.compare_digest(presented.encode("utf-8", "replace"), self.token)
+
+    def carries_token(self, scope: Scope) -> bool:
+        """Whether a request's headers carry the right bearer token (for limits applied before
+        routing; the route's own check still runs and counts failures)."""
+        for key, value in scope.get("headers", ()):
+            if key == b"authorization":
+                scheme, _, presented = value.decode("latin-1").partition(" ")
+                return scheme.lower() == "bearer" and self.check_token(presented.strip())
+        return False
 
 
 def get_admin(request: Request) -> Admin:

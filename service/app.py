@@ -125,9 +125,14 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
     # refusals, and a refused request costs no body read and no answering slot.
     app.add_middleware(AnswerLimitMiddleware, capacity=capacity,
                        timeout=settings.request_timeout)
-    # Uploaded documents may be up to QA_MAX_FILE_BYTES, plus room for the form or JSON framing.
+    # Uploaded documents may be up to QA_MAX_FILE_BYTES, plus room for the form or JSON framing,
+    # but only with admin routes on and the admin token in the headers: anyone else is held to
+    # the small limit before a byte is read.
+    admin: Admin | None = getattr(app.state, "admin", None)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes,
-                       overrides={"/api/admin/documents/": settings.max_file_bytes + 65_536})
+                       overrides={"/api/admin/documents/": settings.max_file_bytes + 65_536}
+                       if admin else None,
+                       trusted=admin.carries_token if admin else None)
     if settings.rate_limit:
         app.add_middleware(RateLimitMiddleware, limiter=RateLimiter(settings.rate_limit),
                            identity=identity)

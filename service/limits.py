@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 from collections import deque
+from collections.abc import Callable
 
 import anyio
 from pydantic import BaseModel
@@ -41,25 +42,31 @@ class BodyLimitMiddleware:
     """Answers 413 once a request body passes `limit` bytes, whatever Content-Length claims.
 
     The body is read (up to the limit) before the app sees it, so a route never starts work
-    on a request that will be refused. `overrides` maps path prefixes to their own limits.
+    on a request that will be refused. `overrides` maps path prefixes to their own limits; one
+    above `limit` applies only to requests `trusted` accepts (checked on the headers, before a
+    byte of the body is read), so an outsider never gets more than `limit` buffered.
     """
 
-    def __init__(self, app: ASGIApp, limit: int, overrides: dict[str, int] | None = None):
+    def __init__(self, app: ASGIApp, limit: int, overrides: dict[str, int] | None = None,
+                 trusted: Callable[[Scope], bool] | None = None):
         self.app = app
         self.limit = limit
         self.overrides = overrides or {}
+        self.trusted = trusted
 
-    def _limit_for(self, path: str) -> int:
+    def _limit_for(self, scope: Scope) -> int:
         for prefix, limit in self.overrides.items():
-            if path.startswith(prefix):
-                return limit
+            if scope["path"].startswith(prefix):
+                if limit <= self.limit or (self.trusted is not None and self.trusted(scope)):
+                    return limit
+                return self.limit
         return self.limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        limit = self._limit_for(scope["path"])
+        limit = self._limit_for(scope)
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _too_large(send, limit)
@@ -70,7 +77,7 @@ class BodyLimitMiddleware:
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return
+                return  # the client left: nobody to answer (logged as 499, not an error)
             body = message.get("body", b"")
             size += len(body)
             if size > limit:

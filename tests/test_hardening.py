@@ -101,6 +101,29 @@ def test_per_prefix_overrides_and_bodyless_methods() -> None:
     assert _run(limited, _chunks(5000), method="GET")[0]["status"] == 200
 
 
+def test_an_override_applies_only_to_requests_the_check_trusts() -> None:
+    seen: list[bool] = []
+
+    def trusted(scope: Scope) -> bool:
+        seen.append(True)
+        return dict(scope["headers"]).get(b"authorization") == b"Bearer right"
+
+    limited = BodyLimitMiddleware(_echo, limit=1000, overrides={"/api/admin/": 5000},
+                                  trusted=trusted)
+    path = "/api/admin/documents/a.txt"
+    ok = _run(limited, _chunks(3000), path=path, headers=[(b"authorization", b"Bearer right")])
+    assert ok[1]["body"] == b"3000"
+    # Without the right token the small limit holds, declared or streamed.
+    for headers in ([], [(b"authorization", b"Bearer wrong")]):
+        assert _run(limited, _chunks(1001), path=path, headers=headers)[0]["status"] == 413
+        declared = [*headers, (b"content-length", b"4000")]
+        assert _run(limited, [], path=path, headers=declared)[0]["status"] == 413
+    # Without a check, no request gets the override.
+    assert _run(BodyLimitMiddleware(_echo, limit=1000, overrides={"/api/admin/": 5000}),
+                _chunks(3000), path=path)[0]["status"] == 413
+    assert seen
+
+
 def test_a_client_that_disconnects_mid_body_gets_nothing() -> None:
     limited = BodyLimitMiddleware(_echo, limit=1000)
     assert _run(limited, [{"type": "http.request", "body": b"a", "more_body": True}]) == []
