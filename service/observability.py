@@ -15,7 +15,7 @@ from prometheus_client import generate_latest as render
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -34,6 +34,8 @@ STATIC_PATHS = frozenset({"/", "/widget.js", "/demo.css"})
 STATIC_PREFIX = "/static/"
 STATIC_CACHE = b"public, max-age=300"
 NO_STORE = b"no-store"
+# nginx's code for "client closed request": the client left before the response began.
+CLIENT_CLOSED = 499
 _SANE_ID = re.compile(r"[A-Za-z0-9._:=+/-]{1,128}", re.ASCII)
 
 
@@ -226,6 +228,11 @@ class ObservabilityMiddleware:
 
         try:
             await self.app(scope, receive if body is None else receive_wrapper, send_wrapper)
+            if not responded:
+                status = CLIENT_CLOSED  # the app stopped because the client left mid-request
+        except ClientDisconnect:
+            if not responded:
+                status = CLIENT_CLOSED  # nobody is left to answer: not a server error
         except Exception:
             if not responded:
                 # Answer in the usual shape and headers; the server still logs the traceback.
@@ -239,9 +246,10 @@ class ObservabilityMiddleware:
             self.metrics.observe(method, route, status, seconds)
             if outcome is not None:
                 self.metrics.answer(route, outcome)
-            # A flood of 429s is counted in the metrics, but must not flood the logs too.
-            level = (logging.ERROR if status >= 500 else logging.DEBUG if status == 429
-                     else logging.INFO)
+            # A flood of 429s or of aborted requests is counted in the metrics, but must not
+            # flood the logs too.
+            level = (logging.ERROR if status >= 500 else
+                     logging.DEBUG if status in (429, CLIENT_CLOSED) else logging.INFO)
             if access_log.isEnabledFor(level):
                 extra: dict[str, object] = {
                     "method": method, "path": path[:200], "route": route, "status": status,
@@ -252,7 +260,7 @@ class ObservabilityMiddleware:
                     question = _question(b"".join(body))
                     if question is not None:
                         extra["question"] = question
-                access_log.log(level, "%s %s %d", method, path, status, extra=extra)
+                access_log.log(level, "%s %s %d", method, path[:200], status, extra=extra)
             REQUEST_ID.reset(token)
 
     def _route(self, scope: Scope) -> str:

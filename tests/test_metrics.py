@@ -10,9 +10,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.types import Message
 
 from service import store
 from service.app import create_app
@@ -247,3 +249,45 @@ def test_rate_limited_requests_are_logged_only_at_debug(
     levels = [(r.getMessage().split()[-1], r.levelname) for r in caplog.records
               if r.name == "service.access"]
     assert levels == [("200", "INFO"), ("200", "INFO"), ("429", "DEBUG")]
+
+
+def test_a_client_that_leaves_mid_body_is_499_not_a_server_error(
+        fake_client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="service.access")
+    app = fake_client.app
+    sent: list[Message] = []
+
+    async def one_request() -> None:
+        queue: list[Message] = [
+            {"type": "http.request", "body": b'{"question": "wh', "more_body": True}]
+
+        async def receive() -> Message:
+            return queue.pop(0) if queue else {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                 "method": "POST", "path": "/api/ask", "raw_path": b"/api/ask",
+                 "query_string": b"", "headers": [(b"content-type", b"application/json")],
+                 "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80), "scheme": "http"}
+        await app(scope, receive, send)
+
+    for _ in range(3):
+        anyio.run(one_request)
+    assert sent == []  # nobody to answer
+    s = _samples(fake_client)
+    total = "qa_http_requests_total"
+    assert _value(s, total, method="POST", route="/api/ask", status="499") == 3
+    assert _value(s, total, method="POST", route="/api/ask", status="500") == 0
+    aborted = [r for r in caplog.records if r.name == "service.access" and "499" in r.getMessage()]
+    assert len(aborted) == 3 and all(r.levelname == "DEBUG" for r in aborted)
+
+
+def test_the_access_log_line_cuts_a_long_path(fake_client: TestClient,
+                                              log_lines: io.StringIO) -> None:
+    fake_client.get("/x" * 30_000)
+    access = [e for e in _records(log_lines) if e["logger"] == "service.access"]
+    assert len(access) == 1
+    assert len(str(access[0]["path"])) == 200
+    assert len(str(access[0]["message"])) < 220
