@@ -24,24 +24,159 @@ class Chunk:
     sentences: tuple[Span, ...]
 
 
-# A run of CSS declarations, optionally behind a class or id selector, e.g. the scraped
-# ".css-uphcpbposition:absolute;left:0;top:-87px;" glued in front of a heading.
-_CSS_RUN = re.compile(
-    r"\s*(?:[.#][\w-]+?)?(?:\{\s*)?(?:[a-z-]+\s*:\s*[^;{}\n]{1,80};\s*){2,}\}?", re.IGNORECASE
-)
-_CSS_RULE = re.compile(r"^\s*(?:[@.#]?[\w\s.#:>,*\[\]=\"'-]*\{[^}]*\}?\s*|\})\s*$")
-_TAG_ONLY = re.compile(r"^\s*(?:<[^<>\n]{1,300}>\s*)+$")
+# Lines of scraped pages are untrusted and unbounded, so the noise and heading patterns below
+# are scanned by hand in one pass: the regexes they replace backtracked for minutes on a long
+# run of spaces or dots. What is left as regexes has no two neighbouring quantifiers over the
+# same characters.
+_CSS_VALUE_MAX = 80
+_CSS_SELECTOR_PUNCT = frozenset(".#:>,*[]=\"'-")
+# `[a-z]` under re.IGNORECASE also took these four; kept so results stay the same.
+_CSS_NAME_EXTRA = frozenset("\u0130\u0131\u017f\u212a")
+_TAG_MAX = 300
 _CRUMB_SEPARATORS = re.compile(r"\s(?:>|›|»|/|\|)\s")
-_MD_HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.+?)\s*#*\s*$")
 _SETEXT = re.compile(r"^\s{0,3}(?:=+|-+)\s*$")
 _BULLET = re.compile(r"\s*(?:[•·▪‣◦*+\-–—]|\d{1,3}[.)])\s+")
-_SENTENCE_END = re.compile(r"([.!?…]+)([\"'”’)\]]*)(\s+)")
+# Only from the start of a run of marks: a long run without a space after it would otherwise
+# be retried from each of its characters.
+_SENTENCE_END = re.compile(r"(?<![.!?…])([.!?…]+)([\"'”’)\]]*)(\s+)")
 _ABBREVIATIONS = frozenset(
     "mr mrs ms dr prof sr jr st vs e.g i.e eg ie inc ltd co corp no fig figs al approx ca cf "
     "eq vol pp ph.d u.s u.k a.m p.m dept est govt jan feb mar apr jun jul aug sep sept oct "
     "nov dec".split()
 )
 _NEXT_STARTS_SENTENCE = re.compile(r"[\"'“‘(\[]?[A-Z0-9•¿¡]|[^\x00-\x7f]")
+
+
+def _skip_spaces(text: str, i: int) -> int:
+    while i < len(text) and text[i].isspace():
+        i += 1
+    return i
+
+
+def _is_word_char(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
+
+
+def _is_css_name_char(ch: str) -> bool:
+    return ("a" <= ch <= "z") or ("A" <= ch <= "Z") or ch == "-" or ch in _CSS_NAME_EXTRA
+
+
+def _css_declaration(line: str, i: int) -> int | None:
+    """End of one `name: value;` (and the space after it) starting at i, or None."""
+    j = i
+    while j < len(line) and _is_css_name_char(line[j]):
+        j += 1
+    if j == i:
+        return None
+    colon = _skip_spaces(line, j)
+    if colon >= len(line) or line[colon] != ":":
+        return None
+    value = _skip_spaces(line, colon + 1)
+    end = value
+    while end < len(line) and line[end] not in ";{}\n":
+        end += 1
+    if end >= len(line) or line[end] != ";" or end - value > _CSS_VALUE_MAX:
+        return None
+    # An empty value may borrow one character of the space before it.
+    if end == value and (value == colon + 1 or line[value - 1] == "\n"):
+        return None
+    return _skip_spaces(line, end + 1)
+
+
+def _css_declarations(line: str, i: int) -> int | None:
+    """End of two or more declarations from i, with an optional closing brace, or None."""
+    count = 0
+    while (following := _css_declaration(line, i)) is not None:
+        i, count = following, count + 1
+    if count < 2:
+        return None
+    return i + 1 if i < len(line) and line[i] == "}" else i
+
+
+def _css_run_end(line: str) -> int | None:
+    """End of a run of CSS declarations at the start of the line, optionally behind a class or
+    id selector and a brace, e.g. the scraped ".css-uphcpbposition:absolute;left:0;top:-87px;"
+    glued in front of a heading; None when the line does not start with one."""
+    start = _skip_spaces(line, 0)
+    if start < len(line) and line[start] in ".#":
+        word_end = start + 1
+        while word_end < len(line) and (_is_word_char(line[word_end]) or line[word_end] == "-"):
+            word_end += 1
+        # The selector may run into the first property name (".css-xyzposition:absolute;").
+        if word_end - start >= 3 and _is_css_name_char(line[word_end - 1]):
+            end = _css_declarations(line, word_end - 1)
+            if end is not None:
+                return end
+        if word_end > start + 1 and word_end < len(line) and line[word_end] == "{":
+            return _css_declarations(line, _skip_spaces(line, word_end + 1))
+        return None
+    if start < len(line) and line[start] == "{":
+        return _css_declarations(line, _skip_spaces(line, start + 1))
+    return _css_declarations(line, start)
+
+
+def _is_css_rule(line: str) -> bool:
+    """A line of a style sheet: `selector { declarations }` (either brace may be missing from
+    this line), or a lone closing brace."""
+    stripped = line.strip()
+    if stripped == "}":
+        return True
+    start = _skip_spaces(line, 0)
+    brace = line.find("{", start)
+    if brace < 0:
+        return False
+    selector = line[start + 1 : brace] if line[start : start + 1] == "@" else line[start:brace]
+    if not all(_is_word_char(ch) or ch.isspace() or ch in _CSS_SELECTOR_PUNCT
+               for ch in selector):
+        return False
+    close = line.find("}", brace + 1)
+    return close < 0 or not line[close + 1 :].strip()
+
+
+def _is_tag_only(line: str) -> bool:
+    """Markup left on a line of its own, e.g. `<div class="x"> <span>`."""
+    i = _skip_spaces(line, 0)
+    tags = 0
+    while i < len(line):
+        if line[i] != "<":
+            return False
+        close = i + 1
+        while close < len(line) and line[close] not in "<>\n":
+            close += 1
+        if close >= len(line) or line[close] != ">" or not 1 <= close - i - 1 <= _TAG_MAX:
+            return False
+        tags += 1
+        i = _skip_spaces(line, close + 1)
+    return tags > 0
+
+
+def _md_heading(line: str) -> str | None:
+    """The text of a Markdown `#` heading line ("## Pay ##" -> "Pay"), or None."""
+    hashes = _skip_spaces(line, 0)
+    if hashes > 3:
+        return None
+    after = hashes
+    while after < len(line) and line[after] == "#":
+        after += 1
+    if not 1 <= after - hashes <= 6:
+        return None
+    body = _skip_spaces(line, after)
+    if body == after:
+        return None
+    # Closing hashes and the spaces around them are not part of the heading.
+    tail = len(line)
+    for in_run in (str.isspace, lambda ch: ch == "#", str.isspace):
+        while tail > 0 and in_run(line[tail - 1]):
+            tail -= 1
+    if body < len(line):
+        text = line[body : max(tail, body + 1)]
+        return None if "\n" in text else text
+    # Nothing but spaces after the hashes: the last one that is not a line break, keeping one
+    # space before it.
+    for i in range(body - 1, after, -1):
+        if line[i] != "\n":
+            return line[i]
+    return None
 
 
 def split(doc: Document, max_chars: int = 700) -> list[Chunk]:
@@ -159,8 +294,8 @@ def _is_lone(text: str, lines: list[Span], i: int) -> bool:
 
 
 def _heading_text(raw: str) -> str:
-    match = _MD_HEADING.match(raw)
-    return " ".join((match.group(2) if match else raw).split())
+    text = _md_heading(raw)
+    return " ".join((raw if text is None else text).split())
 
 
 def classify_line(line: str, following: str = "", *, lone: bool = True) -> tuple[str, int]:
@@ -170,16 +305,13 @@ def classify_line(line: str, following: str = "", *, lone: bool = True) -> tuple
         return "blank", 0
     if _SETEXT.match(line) and len(line.strip()) >= 3:
         return "underline", 0
-    if _CSS_RULE.match(line) or _TAG_ONLY.match(line):
+    if _is_css_rule(line) or _is_tag_only(line):
         return "noise", 0
-    offset = 0
-    css = _CSS_RUN.match(line)
-    if css:
-        offset = css.end()
-        if not line[offset:].strip():
-            return "noise", 0
+    offset = _css_run_end(line) or 0
+    if offset and not line[offset:].strip():
+        return "noise", 0
     rest = line[offset:]
-    if _MD_HEADING.match(rest):
+    if _md_heading(rest) is not None:
         return "heading", offset
     if _is_crumb(rest):
         return "noise", 0

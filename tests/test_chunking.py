@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -126,3 +129,36 @@ def test_offsets_round_trip_jsonl(bodies: list[str]) -> None:
     docs, _ = parse_file("records.jsonl", data.encode(), 10**6)
     for doc in docs:
         _check_invariants(doc, 700)
+
+
+N = 100_000
+HOSTILE_LINES = [
+    "{" + " " * N + "}x",
+    "# a" + " " * N + "x",
+    "# a" + " #" * (N // 2) + "x",
+    "." * N + "x",
+    "." * N + " x",
+    ".a" + "a" * N + ":",
+    ".css-" + "a" * N + "{" + " " * N,
+    "a:" + " " * N + "b;" * 10,
+    "color: red;" * (N // 11) + "x",
+    "<" + "a" * N,
+    "<a>" * (N // 3) + "x",
+    " " * N + "x",
+    "@" + "a " * (N // 2) + "{" + "}" * 5 + " " * N + "x",
+    "1." + " " * N + "x",
+    "Mr" + ". Mr" * (N // 4) + ".",
+    "a > " * (N // 4) + "b.",
+    "?!" * (N // 2) + '"' * N + "x",
+]
+
+
+@pytest.mark.parametrize("line", HOSTILE_LINES, ids=range(len(HOSTILE_LINES)))
+def test_every_line_pattern_is_linear_on_hostile_input(
+        line: str, within: Callable[[float], AbstractContextManager[None]]) -> None:
+    # Each took from seconds to hours before; now well under the (generous) limit.
+    with within(2.0):
+        classify_line(line)
+        classify_line(line, lone=False)
+        split_sentences(line, 0, len(line))
+        split(Document("hostile.txt", "t", line + "\n" + line), 700)
