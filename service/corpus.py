@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -110,14 +113,48 @@ def _parse_jsonl(source: str, text: str) -> tuple[list[Document], list[Problem]]
     return docs, problems
 
 
+def _walk(corpus_dir: Path) -> Iterator[tuple[Path, bool]]:
+    """(path, is a symbolic link) for every supported, non-hidden file and every linked folder
+    under the folder, in a stable order. Linked folders are never entered."""
+    found: list[tuple[Path, bool]] = []
+    for folder, dirs, files in os.walk(corpus_dir, followlinks=False):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        base = Path(folder)
+        # A link to a folder is listed among the folders (and not entered), whatever its name.
+        found += [(base / d, True) for d in dirs if (base / d).is_symlink()]
+        for name in files:
+            path = base / name
+            if not name.startswith(".") and path.suffix.lower() in SUFFIXES:
+                found.append((path, path.is_symlink()))
+    yield from sorted(found)
+
+
 def iter_files(corpus_dir: Path) -> Iterator[Path]:
-    """Supported files under the corpus folder, in a stable order; hidden files are skipped."""
-    for path in sorted(corpus_dir.rglob("*")):
-        rel = path.relative_to(corpus_dir)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        if path.is_file() and path.suffix.lower() in SUFFIXES:
+    """Supported regular files under the corpus folder, in a stable order. Hidden files are
+    skipped, and so are symbolic links, to files or folders: a link could bring anything the
+    service may read (/etc/passwd, another folder) into answers."""
+    for path, link in _walk(corpus_dir):
+        if not link and path.is_file():
             yield path
+
+
+def read_file(path: Path, max_bytes: int) -> bytes:
+    """A corpus file's bytes, its size checked before reading and at most max_bytes + 1 read;
+    a symbolic link or anything but a regular file raises ValueError."""
+    try:
+        # O_NONBLOCK: a named pipe put in the corpus must not hang the build on open.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ValueError("a symbolic link (links are not followed)") from None
+        raise ValueError(f"cannot be read ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file")
+        if info.st_size > max_bytes:
+            raise ValueError(f"file is {info.st_size:,} bytes, over the {max_bytes:,}-byte limit")
+        return fh.read(max_bytes + 1)  # decode() refuses a file that grew past the limit
 
 
 def read_documents(corpus_dir: Path, max_bytes: int) -> tuple[list[Document], list[Problem]]:
@@ -127,9 +164,19 @@ def read_documents(corpus_dir: Path, max_bytes: int) -> tuple[list[Document], li
     docs: list[Document] = []
     problems: list[Problem] = []
     seen: dict[str, str] = {}
-    for path in iter_files(corpus_dir):
+    for path, link in _walk(corpus_dir):
         rel = path.relative_to(corpus_dir).as_posix()
-        file_docs, file_problems = parse_file(rel, path.read_bytes(), max_bytes)
+        if link:
+            problems.append(Problem(rel, "a symbolic link (links are not followed)"))
+            continue
+        if not path.is_file():
+            continue
+        try:
+            data = read_file(path, max_bytes)
+        except ValueError as exc:
+            problems.append(Problem(rel, str(exc)))
+            continue
+        file_docs, file_problems = parse_file(rel, data, max_bytes)
         problems.extend(file_problems)
         for doc in file_docs:
             if doc.id in seen:

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
-from service.corpus import CorpusError, Document, html_to_text, parse_file, read_documents
+from service.corpus import (
+    CorpusError,
+    Document,
+    html_to_text,
+    iter_files,
+    parse_file,
+    read_documents,
+    read_file,
+)
 
 
 def test_txt_text_is_the_decoded_file_with_universal_newlines() -> None:
@@ -89,3 +99,50 @@ def test_duplicate_ids_are_an_error_naming_both_files(tmp_path: Path) -> None:
 def test_missing_folder_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(CorpusError, match="does not exist"):
         read_documents(tmp_path / "nope", 10_000)
+
+
+def test_symbolic_links_are_never_followed(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = outside / "secret.txt"
+    secret.write_text("The vault code is 4321.", "utf-8")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "good.txt").write_text("Good text.", "utf-8")
+    (corpus / "passwd.txt").symlink_to(secret)
+    (corpus / "linked").symlink_to(outside, target_is_directory=True)
+    (corpus / "dangling.md").symlink_to(tmp_path / "gone.md")
+    docs, problems = read_documents(corpus, 10_000)
+    assert [d.id for d in docs] == ["good.txt"]
+    assert {p.source: p.reason for p in problems} == {
+        name: "a symbolic link (links are not followed)"
+        for name in ("dangling.md", "linked", "passwd.txt")}
+    assert [p.name for p in iter_files(corpus)] == ["good.txt"]
+    with pytest.raises(ValueError, match="symbolic link"):
+        read_file(corpus / "passwd.txt", 10_000)
+
+
+def test_a_file_over_the_limit_is_refused_from_its_size_without_reading_it(
+        tmp_path: Path) -> None:
+    (tmp_path / "good.txt").write_text("Good text.", "utf-8")
+    with (tmp_path / "huge.txt").open("wb") as fh:
+        fh.truncate(64_000_000)  # sparse: costs no disk, but reading it would cost 64 MB
+    tracemalloc.start()
+    try:
+        docs, problems = read_documents(tmp_path, 10_000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [d.id for d in docs] == ["good.txt"]
+    assert [str(p) for p in problems] == [
+        "huge.txt: file is 64,000,000 bytes, over the 10,000-byte limit"]
+    assert peak < 1_000_000
+
+
+def test_a_named_pipe_in_the_corpus_does_not_hang_the_read(tmp_path: Path) -> None:
+    (tmp_path / "good.txt").write_text("Good text.", "utf-8")
+    os.mkfifo(tmp_path / "pipe.txt")
+    docs, _ = read_documents(tmp_path, 10_000)
+    assert [d.id for d in docs] == ["good.txt"]
+    with pytest.raises(ValueError, match="not a regular file"):
+        read_file(tmp_path / "pipe.txt", 10_000)
