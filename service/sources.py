@@ -9,9 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service import store
-from service.corpus import SUFFIXES, iter_files, parse_file
+from service.corpus import SUFFIXES, iter_files, parse_file, read_file
 
 MAX_ID_CHARS = 512
+# NAME_MAX on Linux and most file systems: a longer part fails on write (ENAMETOOLONG).
+MAX_PART_BYTES = 255
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs", "Zl", "Zp"})
 
 
 class InvalidSource(ValueError):
@@ -36,11 +39,18 @@ class Stored:
 
 def source_path(corpus_dir: Path, doc_id: str) -> Path:
     """The file `doc_id` names inside the corpus folder. Refuses anything the builder would not
-    read back under the same id: absolute paths, `..`, hidden parts, unsupported suffixes."""
+    read back under the same id (absolute paths, `..`, hidden parts, unsupported suffixes,
+    symbolic links on the way) and names no file system could hold or a reader could trust."""
     if not doc_id or len(doc_id) > MAX_ID_CHARS:
         raise InvalidSource(f"a document id is 1 to {MAX_ID_CHARS} characters")
-    if "\\" in doc_id or any(unicodedata.category(ch) in ("Cc", "Cs") for ch in doc_id):
-        raise InvalidSource(f"document id {doc_id!r} contains a backslash or control character")
+    if "\\" in doc_id:
+        raise InvalidSource(f"document id {doc_id!r} contains a backslash")
+    for ch in doc_id:
+        # Control, format (bidi overrides such as U+202E), private-use, surrogate and line or
+        # paragraph separator characters: invisible or misleading in a file name.
+        if unicodedata.category(ch) in _REFUSED_CATEGORIES:
+            raise InvalidSource(f"document id {doc_id!r} contains an invisible or control "
+                                f"character (U+{ord(ch):04X})")
     if doc_id.startswith("/"):
         raise InvalidSource(f"document id {doc_id!r} must be a path relative to the corpus folder")
     for part in doc_id.split("/"):
@@ -49,15 +59,27 @@ def source_path(corpus_dir: Path, doc_id: str) -> Path:
         if part.startswith("."):
             raise InvalidSource(f"document id {doc_id!r} names a hidden file or folder, "
                                 "which the builder skips")
+        if len(part.encode("utf-8", "surrogatepass")) > MAX_PART_BYTES:
+            raise InvalidSource(f"document id {doc_id!r}: each folder or file name is at most "
+                                f"{MAX_PART_BYTES} bytes (UTF-8)")
     suffix = Path(doc_id).suffix.lower()
     if suffix not in SUFFIXES:
         raise InvalidSource(f"{doc_id}: unsupported file type {suffix!r}; "
                             f"use one of {', '.join(SUFFIXES)}")
     root = corpus_dir.resolve()
     target = root / doc_id
-    # A symlinked folder inside the corpus could otherwise lead a write outside it.
-    if not target.resolve().is_relative_to(root):
-        raise InvalidSource(f"document id {doc_id!r} leads outside the corpus folder")
+    walked = root
+    for part in doc_id.split("/")[:-1]:
+        walked = walked / part
+        if walked.is_symlink():
+            raise InvalidSource(f"document id {doc_id!r}: {walked.relative_to(root)} is a "
+                                "symbolic link, which the builder does not follow")
+        if walked.exists() and not walked.is_dir():
+            raise InvalidSource(f"document id {doc_id!r}: {walked.relative_to(root)} is a "
+                                "file, not a folder")
+    if target.is_symlink():
+        raise InvalidSource(f"document id {doc_id!r} is a symbolic link in the corpus, which "
+                            "the builder does not follow")
     return target
 
 
@@ -71,7 +93,11 @@ def _ids_elsewhere(corpus_dir: Path, target: Path, max_bytes: int) -> dict[str, 
             continue
         rel = path.relative_to(corpus_dir).as_posix()
         if path.suffix.lower() == ".jsonl":
-            docs, _ = parse_file(rel, path.read_bytes(), max_bytes)
+            try:
+                data = read_file(path, max_bytes)
+            except ValueError:
+                continue  # the build skips it too
+            docs, _ = parse_file(rel, data, max_bytes)
             ids.update((d.id, rel) for d in docs)
         else:
             ids[rel] = rel

@@ -153,6 +153,16 @@ BAD_UPLOADS: list[tuple[str, dict[str, Any], int, str]] = [
      "duplicate document id 'head-of-product.txt', already in head-of-product.txt"),
     ("twice.jsonl", {"json": {"text": '{"_id": "a", "text": "1"}\n{"_id": "a", "text": "2"}\n'}},
      422, "duplicate document id 'a' inside the file"),
+    ("head-of-product.txt/under.txt", {"json": {"text": "x"}}, 422,
+     "head-of-product.txt is a file, not a folder"),
+    ("a" * 300 + ".txt", {"json": {"text": "x"}}, 422, "at most 255 bytes"),
+    ("/".join(["d" * 100] * 6) + ".txt", {"json": {"text": "x"}}, 422, "1 to 512 characters"),
+    ("report%E2%80%AEtxt.md", {"json": {"text": "x"}}, 422, "U+202E"),
+    ("zero%E2%80%8Bwidth.txt", {"json": {"text": "x"}}, 422, "U+200B"),
+    ("line%E2%80%A8sep.txt", {"json": {"text": "x"}}, 422, "U+2028"),
+    ("private%EE%80%80.txt", {"json": {"text": "x"}}, 422, "U+E000"),
+    ("bell%07.txt", {"json": {"text": "x"}}, 422, "U+0007"),
+    ("dir/%2E/x.txt", {"json": {"text": "x"}}, 422, "'..' path part"),
     ("plain.txt", {"content": b"hello", "headers": {"content-type": "text/plain"}}, 415,
      "send JSON"),
     ("nofield.txt", {"json": {"body": "x"}}, 422, 'JSON {"text"'),
@@ -161,7 +171,7 @@ BAD_UPLOADS: list[tuple[str, dict[str, Any], int, str]] = [
 
 
 @pytest.mark.parametrize(("doc_id", "body", "status", "message"), BAD_UPLOADS,
-                         ids=[b[0] for b in BAD_UPLOADS])
+                         ids=[b[0][:40] for b in BAD_UPLOADS])
 def test_bad_uploads_are_refused_and_nothing_is_written(
         admin: TestClient, admin_settings: Settings, doc_id: str, body: dict[str, Any],
         status: int, message: str) -> None:
@@ -180,6 +190,20 @@ def test_a_body_over_the_upload_limit_is_refused_before_the_route(
     r = admin.put("/api/admin/documents/huge.txt", json={"text": "y" * 300_000}, headers=AUTH)
     assert r.status_code == 413 and "limit" in r.json()["detail"]
     assert _files(admin_settings.corpus_dir) == before
+
+
+def test_uploads_never_go_through_a_symbolic_link(admin: TestClient,
+                                                  admin_settings: Settings) -> None:
+    corpus = admin_settings.corpus_dir
+    outside = corpus.parent / "outside"
+    outside.mkdir()
+    (corpus / "linked").symlink_to(outside, target_is_directory=True)
+    (corpus / "alias.txt").symlink_to(outside / "target.txt")
+    for doc_id, message in [("linked/new.txt", "linked is a symbolic link"),
+                            ("alias.txt", "is a symbolic link in the corpus")]:
+        r = admin.put(f"/api/admin/documents/{doc_id}", json={"text": "x"}, headers=AUTH)
+        assert r.status_code == 422 and message in r.json()["detail"], r.text
+    assert list(outside.iterdir()) == []
 
 
 @pytest.mark.parametrize("header", [None, "Bearer wrong-token-" + "x" * 20, f"Basic {TOKEN}"])
