@@ -83,7 +83,7 @@ def _list(index_dir: Path) -> int:
 
 
 def _rollback(index_dir: Path, version: str | None) -> int:
-    before = store.current_version(index_dir)
+    before = store.current_or_none(index_dir)
     try:
         after = store.rollback(index_dir, version)
     except (store.NoSuchVersion, store.IndexUnavailable, store.BuildLocked) as exc:

@@ -17,6 +17,8 @@ from service.retrieval import Hit, SearchIndex, check_compatible, load_index, re
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+# Stands for an unusable CURRENT among refused versions; no version name contains a slash.
+_BAD_CURRENT = "/bad CURRENT/"
 
 
 class NotReady(Exception):
@@ -89,8 +91,8 @@ class Engine:
             return current.encoder
         if kind == OnnxEncoder.kind:
             record = index.manifest["encoder"]
-            folder = self.index_dir / record["folder"]
-            for name, digest in record.get("files", {}).items():
+            folder, files = store.encoder_files(self.index_dir, record)
+            for name, digest in files.items():
                 path = folder / name
                 if not path.is_file() or store.sha256_file(path) != digest:
                     raise store.IndexUnavailable(
@@ -131,7 +133,14 @@ class Engine:
         not read again until CURRENT moves on, unless `retry`.
         """
         with self._lock:
-            version = store.current_version(self.index_dir)
+            try:
+                version = store.current_version(self.index_dir)
+            except store.IndexUnavailable:
+                # Said once, like a refused version, until CURRENT changes or a retry.
+                if self._refused == _BAD_CURRENT and not retry:
+                    return False
+                self._refused = _BAD_CURRENT
+                raise
             if version is None or version == self.served_version or (
                     version == self._refused and not retry):
                 return False

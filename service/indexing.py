@@ -122,10 +122,10 @@ def open_encoder(settings: Settings, model: ModelInfo, threads: int,
 
 def is_stale(settings: Settings) -> str | None:
     """Why the served index should be rebuilt, or None when it matches corpus and settings."""
-    version = store.current_version(settings.index_dir)
-    if version is None:
-        return "no index yet"
     try:
+        version = store.current_version(settings.index_dir)
+        if version is None:
+            return "no index yet"
         manifest = store.read_manifest(settings.index_dir / "versions" / version)
     except store.IndexUnavailable as exc:
         return str(exc)
@@ -148,7 +148,7 @@ class _Previous:
 
 def _load_previous(index_dir: Path, settings_hash: str) -> _Previous | None:
     """The served version's embeddings, if they were made with the same settings and are intact."""
-    version = store.current_version(index_dir)
+    version = store.current_or_none(index_dir)
     if version is None:
         return None
     folder = index_dir / "versions" / version
@@ -197,7 +197,7 @@ def build_index(
         kind = encoder.kind if encoder else settings.encoder
         settings_hash = settings_fingerprint(settings, model, kind)
         corpus_hash = corpus_fingerprint(corpus_dir)
-        current = store.current_version(index_dir)
+        current = store.current_or_none(index_dir)
         if current and not force:
             try:
                 manifest = store.read_manifest(index_dir / "versions" / current)

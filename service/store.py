@@ -100,21 +100,49 @@ def set_current(index_dir: Path, version: str) -> None:
     fsync_dir(index_dir)
 
 
+def is_plain_name(name: object) -> bool:
+    """A name that stays inside the folder it is joined to: one part, not hidden, no control
+    characters. Names read from CURRENT and manifests must be plain before they become paths."""
+    return (isinstance(name, str) and 0 < len(name) <= 255 and not name.startswith(".")
+            and "/" not in name and "\\" not in name and name.isprintable())
+
+
 def current_version(index_dir: Path) -> str | None:
+    """The version CURRENT names, None without one. Raises IndexUnavailable when CURRENT holds
+    anything but a plain version name (`../../elsewhere` must not lead outside versions/)."""
     try:
-        name = (index_dir / CURRENT).read_text("utf-8").strip()
+        with (index_dir / CURRENT).open("rb") as fh:
+            raw = fh.read(256)
     except FileNotFoundError:
         return None
-    return name or None
+    try:
+        name = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        name = "\ufffd"
+    if not name:
+        return None
+    if len(raw) >= 256 or not is_plain_name(name):
+        raise IndexUnavailable(f"{index_dir / CURRENT} does not hold a version name: run "
+                               "`make index`, or `scripts/build_index.py --rollback VERSION`")
+    return name
+
+
+def current_or_none(index_dir: Path) -> str | None:
+    """current_version, with an unusable CURRENT taken as none (for builds, which replace it)."""
+    try:
+        return current_version(index_dir)
+    except IndexUnavailable:
+        return None
 
 
 def list_versions(index_dir: Path) -> list[str]:
-    """Published versions, oldest first."""
+    """Published versions, oldest first; a symbolic link in versions/ is not one."""
     folder = index_dir / "versions"
     if not folder.is_dir():
         return []
     return sorted(p.name for p in folder.iterdir()
-                  if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file())
+                  if is_plain_name(p.name) and not p.is_symlink() and p.is_dir()
+                  and (p / MANIFEST).is_file())
 
 
 def read_manifest(version_dir: Path) -> dict[str, Any]:
@@ -134,7 +162,13 @@ def read_manifest(version_dir: Path) -> dict[str, Any]:
 def verify(version_dir: Path) -> dict[str, Any]:
     """The manifest, once every listed file exists with its recorded sha256."""
     manifest = read_manifest(version_dir)
-    for name, expected in manifest.get("files", {}).items():
+    files = manifest.get("files", {})
+    if not isinstance(files, dict):
+        raise IndexUnavailable(f"{version_dir}/{MANIFEST} is damaged: run `make index`")
+    for name, expected in files.items():
+        if not is_plain_name(name):
+            raise IndexUnavailable(f"{version_dir}/{MANIFEST} lists {name!r}, which is not a "
+                                   "file of the version folder: run `make index`")
         path = version_dir / name
         if not path.is_file():
             raise IndexUnavailable(f"{path} is missing: run `make index`")
@@ -144,10 +178,22 @@ def verify(version_dir: Path) -> dict[str, Any]:
     return manifest
 
 
+def encoder_files(index_dir: Path, record: dict[str, Any]) -> tuple[Path, dict[str, str]]:
+    """The folder and files (name -> sha256) a manifest's encoder record names, confined to
+    index_dir/encoders/<plain name>; IndexUnavailable for anything else."""
+    parts = str(record.get("folder", "")).split("/")
+    files = record.get("files", {})
+    if (len(parts) != 2 or parts[0] != "encoders" or not is_plain_name(parts[1])
+            or not isinstance(files, dict) or not all(map(is_plain_name, files))):
+        raise IndexUnavailable(f"the index names encoder files outside {index_dir}/encoders/ "
+                               "(damaged or tampered manifest): run `make index`")
+    return index_dir / "encoders" / parts[1], {str(k): str(v) for k, v in files.items()}
+
+
 def prune(index_dir: Path, keep: int) -> list[str]:
     """Delete all but the newest `keep` versions (never the current one), and what killed
     builds left behind. Call it only while holding the build lock."""
-    current = current_version(index_dir)
+    current = current_or_none(index_dir)
     versions = list_versions(index_dir)
     removed = [v for v in versions[:-keep] if v != current] if keep > 0 else []
     folder = index_dir / "versions"
@@ -177,7 +223,7 @@ class VersionInfo:
 
 def describe_versions(index_dir: Path) -> list[VersionInfo]:
     """Every published version, oldest first, each verified against its manifest."""
-    current = current_version(index_dir)
+    current = current_or_none(index_dir)
     out = []
     for name in list_versions(index_dir):
         try:
@@ -194,7 +240,7 @@ def rollback(index_dir: Path, version: str | None = None) -> str:
     """Point CURRENT at `version` (default: the one published before the current one) once it
     verifies; running services pick it up on their next reload. Returns the version."""
     with build_lock(index_dir):
-        current = current_version(index_dir)
+        current = current_or_none(index_dir)
         versions = list_versions(index_dir)
         if version is None:
             older = [v for v in versions if current is not None and v < current]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from service import store
-from service.indexing import VECTORS, build_index
+from service.indexing import VECTORS, build_index, is_stale
 from service.retrieval import load_index
 from service.settings import Settings
 from tests.conftest import FakeEncoder
@@ -179,3 +181,47 @@ def test_cli_names_what_changed(fake_settings: Settings, monkeypatch: pytest.Mon
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "  changed: page-01.md\n  removed: page-00.md\n" in out and "added" not in out
+
+
+def test_current_must_name_a_version_inside_the_index(fake_settings: Settings,
+                                                      fake_encoder: FakeEncoder) -> None:
+    index_dir = fake_settings.index_dir
+    version = str(store.current_version(index_dir))
+    # A complete, valid copy of the version outside the index folder.
+    outside = index_dir.parent / "evil"
+    shutil.copytree(index_dir / "versions" / version, outside)
+    for pointer in ("../../evil", str(outside), "x/../../../evil", "..", ".staging-x"):
+        (index_dir / store.CURRENT).write_text(pointer + "\n", "utf-8")
+        with pytest.raises(store.IndexUnavailable, match="does not hold a version name"):
+            store.current_version(index_dir)
+        with pytest.raises(store.IndexUnavailable):
+            load_index(index_dir)
+        assert is_stale(fake_settings) is not None  # --if-stale rebuilds instead of trusting it
+        assert not any(v.current for v in store.describe_versions(index_dir))  # --list
+    # A build takes a bad CURRENT as none and replaces it.
+    report = build_index(fake_settings, encoder=fake_encoder)
+    assert report.published and store.current_version(index_dir) == report.version != version
+
+
+def test_manifest_file_names_must_stay_in_the_version_folder(fake_settings: Settings) -> None:
+    index_dir = fake_settings.index_dir
+    folder = index_dir / "versions" / str(store.current_version(index_dir))
+    manifest = json.loads((folder / store.MANIFEST).read_text("utf-8"))
+    outside = index_dir.parent / "outside.bin"
+    outside.write_bytes(b"x")
+    manifest["files"]["../../../outside.bin"] = store.sha256_file(outside)
+    (folder / store.MANIFEST).write_text(json.dumps(manifest), "utf-8")
+    with pytest.raises(store.IndexUnavailable, match="not a file of the version folder"):
+        store.verify(folder)
+
+
+@pytest.mark.parametrize("folder", ["../outside", "/tmp/outside", "encoders/../../outside",
+                                    "encoders/a/b", "encoders/.hidden", "elsewhere/x", ""])
+def test_the_encoder_folder_must_be_a_plain_name_under_encoders(tmp_path: Path,
+                                                                folder: str) -> None:
+    with pytest.raises(store.IndexUnavailable, match="outside"):
+        store.encoder_files(tmp_path, {"folder": folder, "files": {"model.onnx": "0"}})
+    with pytest.raises(store.IndexUnavailable, match="outside"):
+        store.encoder_files(tmp_path, {"folder": "encoders/ok", "files": {"../x": "0"}})
+    assert store.encoder_files(tmp_path, {"folder": "encoders/ok", "files": {"m": "1"}}) == (
+        tmp_path / "encoders" / "ok", {"m": "1"})
