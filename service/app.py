@@ -132,7 +132,8 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes,
                        overrides={"/api/admin/documents/": settings.max_file_bytes + 65_536}
                        if admin else None,
-                       trusted=admin.carries_token if admin else None)
+                       trusted=admin.carries_token if admin else None,
+                       timeout=settings.body_timeout)
     if settings.rate_limit:
         app.add_middleware(RateLimitMiddleware, limiter=RateLimiter(settings.rate_limit),
                            identity=identity)

@@ -30,6 +30,7 @@ _RETRY = {"Retry-After": {"description": "Seconds to wait before retrying.",
 # (`FastAPI(responses=...)`); 400 is FastAPI's answer to a body it cannot decode.
 REFUSALS: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorBody, "description": "The request body could not be parsed."},
+    408: {"model": ErrorBody, "description": "The request body arrived too slowly."},
     413: {"model": ErrorBody, "description": "The request body is over the size limit."},
     429: {"model": ErrorBody, "description": "Too many requests from this client.",
           "headers": _RETRY},
@@ -48,11 +49,14 @@ class BodyLimitMiddleware:
     """
 
     def __init__(self, app: ASGIApp, limit: int, overrides: dict[str, int] | None = None,
-                 trusted: Callable[[Scope], bool] | None = None):
+                 trusted: Callable[[Scope], bool] | None = None, timeout: float = 60.0):
         self.app = app
         self.limit = limit
         self.overrides = overrides or {}
         self.trusted = trusted
+        # uvicorn has no body read timeout: a client trickling a body would hold its
+        # connection and buffer for as long as it likes.
+        self.timeout = timeout
 
     def _limit_for(self, scope: Scope) -> int:
         for prefix, limit in self.overrides.items():
@@ -74,17 +78,22 @@ class BodyLimitMiddleware:
         chunks: list[bytes] = []
         size = 0
         more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # the client left: nobody to answer (logged as 499, not an error)
-            body = message.get("body", b"")
-            size += len(body)
-            if size > limit:
-                await _too_large(send, limit)
-                return
-            chunks.append(body)
-            more = message.get("more_body", False)
+        with anyio.move_on_after(self.timeout):
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return  # the client left: nobody to answer (logged as 499, not an error)
+                body = message.get("body", b"")
+                size += len(body)
+                if size > limit:
+                    await _too_large(send, limit)
+                    return
+                chunks.append(body)
+                more = message.get("more_body", False)
+        if more:
+            await refuse(send, 408, f"the request body did not arrive within {self.timeout:g} s",
+                         [(b"connection", b"close")])
+            return
         replayed = False
 
         async def replay() -> Message:

@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=65_536, ge=1024)
     max_concurrency: int = Field(default=32, ge=1)
     request_timeout: float = Field(default=10.0, gt=0)
+    body_timeout: float = Field(default=60.0, gt=0)
     reload_interval: float = Field(default=2.0, ge=0)
     cache_size: int = Field(default=1024, ge=0)
     docs_enabled: bool = True

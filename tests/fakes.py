@@ -6,6 +6,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,3 +46,11 @@ class FakeEncoder:
             for t, sp in zip(texts, spans, strict=True)
         ]
         return vectors.astype(np.float32), per_span
+
+
+def fake_app() -> Any:
+    """`uvicorn --factory tests.fakes:fake_app`: the real app, settings from the environment,
+    the fake encoder (for tests that need a real server and real sockets)."""
+    from service.app import create_app
+
+    return create_app(encoder=FakeEncoder())

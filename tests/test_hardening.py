@@ -6,11 +6,12 @@ import hmac
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -470,3 +471,116 @@ def test_no_index_reader_allows_pickles() -> None:
         assert not re.search(r"import (c?pickle|joblib|dill)|pickle\.loads?\(", source), path.name
     assert calls >= 3
 
+
+
+# --- connection limits of the shipped uvicorn command, on real sockets ---
+
+def _shipped_limits() -> list[str]:
+    """UVICORN_LIMITS from the Makefile, checked to be in the Dockerfile's CMD too."""
+    makefile = (ROOT / "Makefile").read_text("utf-8")
+    (line,) = [x for x in makefile.splitlines() if x.startswith("UVICORN_LIMITS :=")]
+    flags = line.split(":=", 1)[1].split()
+    assert "$(UVICORN_LIMITS)" in makefile.split("\nserve:", 1)[1].split("\n\n", 1)[0]
+    cmd = (ROOT / "Dockerfile").read_text("utf-8").split("\nCMD ", 1)[1]
+    docker = json.loads(cmd.replace("\\\n", ""))
+    assert " ".join(flags) in " ".join(docker)
+    return flags
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def server(fake_settings: Settings) -> Iterator[int]:
+    """The app under uvicorn with the shipped limits, on a loopback port (fake encoder)."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QA_")}
+    env.update(QA_CORPUS_DIR=str(fake_settings.corpus_dir),
+               QA_INDEX_DIR=str(fake_settings.index_dir), QA_RELOAD_INTERVAL="0",
+               QA_RATE_LIMIT="0", QA_BODY_TIMEOUT="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "tests.fakes:fake_app",
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+         *_shipped_limits()],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stderr and proc.stderr.read().decode()
+                assert time.monotonic() < deadline, "uvicorn did not start"
+                time.sleep(0.1)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def _exchange(port: int, data: bytes, wait: float = 5.0) -> bytes:
+    """Send `data`, then read until the server closes the connection or `wait` passes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as s:
+        s.sendall(data)
+        return _read_all(s)
+
+
+def _read_all(s: socket.socket) -> bytes:
+    out = b""
+    try:
+        while chunk := s.recv(65536):
+            out += chunk
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return out
+
+
+def test_the_request_head_is_limited_to_16_kib(server: int) -> None:
+    ok = _exchange(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 8000
+                   + b"\r\nConnection: close\r\n\r\n")
+    assert ok.startswith(b"HTTP/1.1 200")
+    # An 8 MB header was once buffered whole; now the server refuses past 16 KiB.
+    big = _exchange(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 100_000)
+    assert big.startswith(b"HTTP/1.1 400") or big == b""
+
+
+def test_an_idle_keep_alive_connection_is_closed(server: int) -> None:
+    with socket.create_connection(("127.0.0.1", server), timeout=15) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        started = time.monotonic()
+        data = _read_all(s)  # returns when the server closes the idle connection
+        assert data.startswith(b"HTTP/1.1 200")
+        assert time.monotonic() - started < 10
+
+
+def test_a_body_that_trickles_in_is_cut_off_with_408(server: int) -> None:
+    with socket.create_connection(("127.0.0.1", server), timeout=10) as s:
+        s.sendall(b"POST /api/ask HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 100\r\n\r\n{\"question\": ")
+        data = _read_all(s)
+    assert data.startswith(b"HTTP/1.1 408")
+    assert b"did not arrive within 1 s" in data
+
+
+def test_connections_past_the_concurrency_limit_get_503(server: int) -> None:
+    flags = _shipped_limits()
+    limit = int(flags[flags.index("--limit-concurrency") + 1])
+    idle = []
+    try:
+        for _ in range(limit):
+            idle.append(socket.create_connection(("127.0.0.1", server), timeout=5))
+        time.sleep(0.5)
+        refused = _exchange(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+                            b"Connection: close\r\n\r\n")
+        assert refused.startswith(b"HTTP/1.1 503")
+    finally:
+        for s in idle:
+            s.close()
+    time.sleep(0.5)
+    assert _exchange(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                     ).startswith(b"HTTP/1.1 200")
