@@ -54,6 +54,9 @@ class Answer:
     answered: bool
     confidence: float
     citations: tuple[Citation, ...]
+    # The text as (quote, citation number or None) pieces, joined by spaces. Clients place
+    # citation markers from these, never by pattern: a quoted sentence may contain "[2]".
+    parts: tuple[tuple[str, int | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,11 +113,13 @@ def compose_answer(index: SearchIndex, query_vector: np.ndarray, query_terms: Se
     """Answer from the hits' best sentences; decline when support is too weak."""
     sentences = score_sentences(index, query_vector, query_terms, hits)
     if not sentences:
-        return Answer(DECLINE_TEXT, False, 0.0, _citations(index, hits, [], {}))
+        return Answer(DECLINE_TEXT, False, 0.0, _citations(index, hits, [], {}),
+                      ((DECLINE_TEXT, None),))
     best = sentences[0]
     conf = confidence(best)
     if conf < DECLINE_BELOW:
-        return Answer(DECLINE_TEXT, False, round(conf, 3), _citations(index, hits, [], {}))
+        return Answer(DECLINE_TEXT, False, round(conf, 3), _citations(index, hits, [], {}),
+                      ((DECLINE_TEXT, None),))
     chosen = [best, *_companion(index, hits, sentences, best)]
     # Read in document order when both come from one passage.
     if len(chosen) == 2 and chosen[0].hit == chosen[1].hit and chosen[1].start < chosen[0].start:
@@ -122,6 +127,7 @@ def compose_answer(index: SearchIndex, query_vector: np.ndarray, query_terms: Se
     order = list(dict.fromkeys(s.hit for s in chosen))
     number = {h: n for n, h in enumerate(order, start=1)}
     parts: list[str] = []
+    pieces: list[tuple[str, int | None]] = []
     highlights: dict[int, list[tuple[int, int]]] = {}
     budget = MAX_ANSWER_CHARS
     for s in chosen:
@@ -129,10 +135,11 @@ def compose_answer(index: SearchIndex, query_vector: np.ndarray, query_terms: Se
         end = _clip(doc.text, s.start, s.end, budget - 6)
         quote = doc.text[s.start : end] + ("…" if end < s.end else "")
         parts.append(f"{quote} [{number[s.hit]}]")
+        pieces.append((quote, number[s.hit]))
         highlights.setdefault(s.hit, []).append((s.start, end))
         budget -= len(parts[-1]) + 1
     return Answer(" ".join(parts), True, round(conf, 3),
-                  _citations(index, hits, order, highlights))
+                  _citations(index, hits, order, highlights), tuple(pieces))
 
 
 def _companion(index: SearchIndex, hits: Sequence[Hit], sentences: list[ScoredSentence],

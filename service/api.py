@@ -90,9 +90,18 @@ class CitationOut(BaseModel):
     highlights: list[Highlight]
 
 
+class AnswerPart(BaseModel):
+    text: str
+    citation: int | None = Field(description="The `n` of the citation this quote comes from.")
+
+
 class AskResponse(BaseModel):
     question: str
     answer: str
+    answer_parts: list[AnswerPart] = Field(description=(
+        "The answer as quotes and the citation each comes from, in order, joined by spaces "
+        "in `answer`. Place markers from these, not by searching `answer` for [n]: quoted "
+        "text may contain brackets."))
     answered: bool
     confidence: float
     citations: list[CitationOut]
@@ -143,7 +152,9 @@ def _response(question: str, answer: Answer, snapshot: Snapshot, started: float,
     """The AskResponse (ChatResponse with `query`) as compact JSON, written directly: the
     answer is valid by construction, so the response model's validation pass is skipped."""
     body: dict[str, object] = {
-        "question": question, "answer": answer.text, "answered": answer.answered,
+        "question": question, "answer": answer.text,
+        "answer_parts": [{"text": t, "citation": n} for t, n in answer.parts],
+        "answered": answer.answered,
         "confidence": answer.confidence,
         "citations": [{"n": c.n, "doc_id": c.doc_id, "title": c.title, "heading": c.heading,
                        "start": c.start, "end": c.end, "text": c.text, "score": c.score,

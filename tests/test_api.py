@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import StartupError, create_app
+from service.indexing import build_index
 from service.settings import Settings
 from tests.conftest import FakeEncoder
 
@@ -28,9 +29,12 @@ def test_ask_shape_and_verbatim_citations(fake_client: TestClient) -> None:
     r = fake_client.post("/api/ask", json={"question": "Who chairs Bloomberg's new board?"})
     assert r.status_code == 200
     body = r.json()
-    assert set(body) == {"question", "answer", "answered", "confidence", "citations",
-                         "index_version", "took_ms"}
+    assert set(body) == {"question", "answer", "answer_parts", "answered", "confidence",
+                         "citations", "index_version", "took_ms"}
     assert body["question"] == "Who chairs Bloomberg's new board?"
+    assert body["answer"] == " ".join(
+        p["text"] + (f" [{p['citation']}]" if p["citation"] is not None else "")
+        for p in body["answer_parts"])
     assert 1 <= len(body["citations"]) <= 3
     assert [c["n"] for c in body["citations"]] == list(range(1, len(body["citations"]) + 1))
     for c in body["citations"]:
@@ -193,3 +197,43 @@ def test_index_built_with_another_model_is_refused(fake_settings: Settings) -> N
     other = FakeEncoder(dimension=32)
     with pytest.raises(StartupError, match="built with model .*rebuild"):
         create_app(fake_settings, encoder=other)
+
+
+def test_citation_markers_are_structural_not_found_in_quoted_text(
+        fake_settings: Settings, fake_encoder: FakeEncoder) -> None:
+    # Academic text carries its own bracketed references; they must stay text.
+    (fake_settings.corpus_dir / "refs.txt").write_text(
+        "Thermal notes\n\nGraphene conducts heat better than copper [2] at room temperature "
+        "[17]. Unrelated filler sentence about weather.\n", "utf-8")
+    build_index(fake_settings, encoder=fake_encoder)
+    with TestClient(create_app(fake_settings, encoder=fake_encoder)) as client:
+        body = client.post("/api/ask", json={
+            "question": "Does graphene conduct heat better than copper at room temperature?",
+            "top_k": 3}).json()
+    assert body["answered"], body
+    first = body["answer_parts"][0]
+    assert "copper [2] at room temperature [17]." in first["text"]
+    cited = body["citations"][first["citation"] - 1]
+    assert cited["doc_id"] == "refs.txt"
+    assert all(p["citation"] is None or 1 <= p["citation"] <= len(body["citations"])
+               for p in body["answer_parts"])
+
+
+def test_declined_answers_are_one_part_without_a_citation(fake_client: TestClient) -> None:
+    body = fake_client.post("/api/ask", json={"question": "zzqx vvkw"}).json()
+    assert body["answered"] is False
+    assert body["answer_parts"] == [{"text": body["answer"], "citation": None}]
+
+
+def test_document_ids_with_dot_segments_resolve_when_encoded(
+        fake_settings: Settings, fake_encoder: FakeEncoder) -> None:
+    # The widget sends the id as one encoded segment (slashes as %2F), so a browser never
+    # resolves its dot segments.
+    (fake_settings.corpus_dir / "odd.jsonl").write_text(
+        '{"id": "x/../../metrics", "text": "A record whose id has dot segments."}\n'
+        '{"id": "./.", "text": "Another one."}\n', "utf-8")
+    build_index(fake_settings, encoder=fake_encoder)
+    with TestClient(create_app(fake_settings, encoder=fake_encoder)) as client:
+        for doc_id, url in [("x/../../metrics", "x%2F..%2F..%2Fmetrics"), ("./.", ".%2F.")]:
+            r = client.get(f"/api/documents/{url}")
+            assert r.status_code == 200 and r.json()["doc_id"] == doc_id, r.text

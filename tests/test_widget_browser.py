@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import http.server
+import json
 import os
 import re
 import shutil
@@ -712,3 +713,32 @@ def test_characters_the_api_refuses_are_dropped_before_sending(
     assert question == "Who is the head of product at Bloomberg?\ufffd"
     assert response.value.status == 200
     expect(widget(page, ".log .c").first).to_be_visible()
+
+
+def test_markers_come_from_answer_parts_and_document_ids_are_encoded(
+        origins: Origins, open_page: Callable[..., Watch]) -> None:
+    watch = open_page(f"{origins.service}/")
+    page = watch.page
+    cite = {"title": "T", "heading": "", "start": 0, "end": 5, "text": "Heat.", "score": 1.0,
+            "highlights": []}
+    reply = {"question": "q", "answer": "Heat moves faster [2] in copper. [1]",
+             "answer_parts": [{"text": "Heat moves faster [2] in copper.", "citation": 1}],
+             "answered": True, "confidence": 0.9, "index_version": "v", "took_ms": 1.0,
+             "query": "q", "citations": [{"n": 1, "doc_id": "x/../../metrics", **cite},
+                                         {"n": 2, "doc_id": "other.txt", **cite}]}
+    page.route("**/api/chat", lambda route: route.fulfill(
+        status=200, content_type="application/json", body=json.dumps(reply)))
+    open_panel(page)
+    bubble, _ = ask(page, "How fast does heat move in copper?")
+    # The "[2]" inside the quote is text; the one chip is the structural citation 1.
+    chips = bubble.locator(".c")
+    expect(chips).to_have_count(1)
+    expect(chips).to_have_text("1")
+    expect(bubble).to_contain_text("Heat moves faster [2] in copper.")
+    chips.click()
+    with page.expect_request(lambda r: "/api/documents/" in r.url or "/metrics" in r.url) as req:
+        bubble.locator(".q").get_by_role("button", name="See in context").click()
+    # One encoded segment, so the browser cannot resolve the id into a request for /metrics.
+    assert req.value.url == f"{origins.service}/api/documents/x%2F..%2F..%2Fmetrics"
+    expect(bubble.locator(".q .bad")).to_contain_text("HTTP 404")
+    assert watch.violations() == [] and watch.dialogs == []

@@ -209,8 +209,9 @@ form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-w
   const docs = new Map();
   async function getDoc(id) {
     if (!docs.has(id)) {
-      const path = id.split('/').map(encodeURIComponent).join('/');
-      docs.set(id, fetch(new URL('api/documents/' + path, base), { credentials: 'omit' })
+      // One encoded segment, slashes included: the URL standard resolves '..' and '%2E%2E'
+      // segments alike, so "x/../../metrics" must never reach the URL as segments.
+      docs.set(id, fetch(new URL('api/documents/' + encodeURIComponent(id), base), { credentials: 'omit' })
         .then((r) => { if (!r.ok) throw new Error('HTTP ' + r.status); return r.json(); })
         .catch((e) => { docs.delete(id); throw e; }));
     }
@@ -286,16 +287,14 @@ form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-w
       return b;
     };
     const where = (c) => (c.heading ? c.heading + ' — ' : '') + (c.title || c.doc_id);
-    const text = String(reply.answer || '');
+    // Chips come only from the structured parts: a "[2]" inside a quoted sentence stays text.
     const parts = [];
-    let last = 0;
-    for (const m of text.matchAll(/\[(\d+)\]/g)) {
-      const c = cites.find((x) => x.n === Number(m[1]));
-      if (!c) continue;
-      parts.push(text.slice(last, m.index), chip(c, String(c.n), { className: 'c', 'aria-label': 'Source ' + c.n + ': ' + where(c) }));
-      last = m.index + m[0].length;
-    }
-    parts.push(text.slice(last));
+    const pieces = Array.isArray(reply.answer_parts) ? reply.answer_parts : [{ text: reply.answer }];
+    pieces.forEach((p, i) => {
+      const c = cites.find((x) => x.n === p.citation);
+      parts.push(i ? ' ' : '', String(p.text || ''));
+      if (c) parts.push(' ', chip(c, String(c.n), { className: 'c', 'aria-label': 'Source ' + c.n + ': ' + where(c) }));
+    });
     if (!reply.answered) el.append(h('span', { className: 'tag' }, 'Not answered by the text'));
     el.append(h('span', null, parts));
     if (cites.length) {
@@ -375,7 +374,8 @@ form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-w
       failure('The service had a problem answering (HTTP ' + r.status + ').', q, 0);
     } else {
       const keep = {
-        answered: !!reply.answered, answer: reply.answer, index_version: reply.index_version,
+        answered: !!reply.answered, answer: reply.answer, answer_parts: reply.answer_parts,
+        index_version: reply.index_version,
         citations: (reply.citations || []).map((c) => ({
           n: c.n, doc_id: c.doc_id, title: c.title, heading: c.heading, start: c.start, end: c.end,
           text: c.text, highlights: c.highlights,
