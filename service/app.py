@@ -103,10 +103,14 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
         summary="Answers questions about a body of text with verbatim, checkable citations.",
         version="0.1.0",
         lifespan=lifespan,
+        # Swagger UI loads its script from a public CDN onto this origin: off unless asked for.
+        # The schema itself is plain JSON and always served.
         docs_url="/docs" if settings.docs_enabled else None,
         redoc_url=None,
-        openapi_url="/openapi.json" if settings.docs_enabled else None,
+        openapi_url="/openapi.json",
         responses=REFUSALS,
+        # A redirect to the slash-less path would build its Location from the Host header.
+        redirect_slashes=False,
     )
     app.state.engine = engine
     app.state.settings = settings

@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     body_timeout: float = Field(default=60.0, gt=0)
     reload_interval: float = Field(default=2.0, ge=0)
     cache_size: int = Field(default=1024, ge=0)
-    docs_enabled: bool = True
+    docs_enabled: bool = False
     log_questions: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -328,9 +328,22 @@ def test_interactive_docs_can_be_switched_off(fake_settings: Settings,
         assert on.get("/openapi.json").status_code == 200
     with _app(fake_settings, fake_encoder, docs_enabled=False) as off:
         assert off.get("/docs").status_code == 404
-        assert off.get("/openapi.json").status_code == 404
         assert off.get("/redoc").status_code == 404
+        assert off.get("/openapi.json").status_code == 200  # plain JSON, no third-party code
         assert off.post("/api/ask", json={"question": "head of product"}).status_code == 200
+
+
+def test_interactive_docs_are_off_by_default() -> None:
+    # Swagger UI would load a script from a public CDN onto the service's origin.
+    assert Settings.model_fields["docs_enabled"].default is False
+
+
+@pytest.mark.parametrize("path", ["/healthz/", "/api/ask/", "/readyz/"])
+def test_no_trailing_slash_redirect_echoes_the_host(fake_client: TestClient, path: str) -> None:
+    r = fake_client.request("POST" if "ask" in path else "GET", path,
+                            headers={"Host": "evil.example"}, follow_redirects=False)
+    assert r.status_code == 404
+    assert "location" not in r.headers
 
 
 def test_the_schema_documents_the_refusals(fake_client: TestClient) -> None:
