@@ -28,6 +28,9 @@ def serve_arguments(host: str, port: int) -> list[str]:
     if match is None:
         return ["--factory", SERVICE_APP, "--host", host, "--port", str(port)]
     line = match.group(1).replace("$(HOST)", host).replace("$(PORT)", str(port))
+    # Simple `NAME := value` variables of the Makefile (UVICORN_LIMITS) are expanded too.
+    for name, value in re.findall(r"^([A-Z_]+) *:= *(.*)$", recipe, re.MULTILINE):
+        line = line.replace(f"$({name})", value)
     return shlex.split(line)
 
 
