@@ -250,6 +250,12 @@ def _squash(data: str) -> str:
 def html_to_text(markup: str) -> tuple[str, str]:
     """Visible text of an HTML page (blocks on their own lines) and its <title>."""
     parser = _VisibleText()
+    # Python's HTMLParser rescans to the end of the input for every "<" it cannot close, which
+    # is quadratic when nothing after it closes: "</" * 100_000 took 26 s. Past the last ">"
+    # no tag can close anyway and the parser shows such text as it is, so escape it up front.
+    tail = markup.rfind(">") + 1
+    if "<" in markup[tail:]:
+        markup = markup[:tail] + markup[tail:].replace("&", "&amp;").replace("<", "&lt;")
     parser.feed(markup)
     parser.close()
     lines = [line.strip() for line in "".join(parser.parts).split("\n")]

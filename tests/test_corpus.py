@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import tracemalloc
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -146,3 +148,18 @@ def test_a_named_pipe_in_the_corpus_does_not_hang_the_read(tmp_path: Path) -> No
     assert [d.id for d in docs] == ["good.txt"]
     with pytest.raises(ValueError, match="not a regular file"):
         read_file(tmp_path / "pipe.txt", 10_000)
+
+
+@pytest.mark.parametrize("markup", [
+    "</" * 100_000, "<!" * 100_000, "<" * 200_000, "<a " + "b=c " * 50_000,
+    "<p>Text</p>" + "</" * 100_000, "<!--" + "<a>" * 30_000,
+], ids=range(6))
+def test_html_without_closing_brackets_is_read_in_linear_time(
+        markup: str, within: Callable[[float], AbstractContextManager[None]]) -> None:
+    # Python's HTMLParser rescanned to the end for every "<" it could not close: 26 s here.
+    with within(2.0):
+        html_to_text(markup)
+
+
+def test_text_after_the_last_tag_is_kept_as_text() -> None:
+    assert html_to_text("<p>a &lt; b</p> tail <b and & c") == ("", "a < b\n\ntail <b and & c\n")
