@@ -4,6 +4,7 @@ limits (h11 with a bounded head vs uvicorn's default httptools), on loopback, re
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -31,6 +32,12 @@ def without_options(args: list[str], options: tuple[str, ...]) -> list[str]:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> int:
     questions = [json.loads(line)["question"] for line in
                  (ROOT.parent / "shared" / "eval" / "seed_qa.jsonl").read_text().splitlines()]
@@ -49,12 +56,18 @@ def main() -> int:
         for name, args in (("httptools, no limits", without_options(base, LIMITS)),
                            ("shipped (h11 + limits)", base)):
             with Server(env, args=args) as server:
+                assert server.process is not None
                 for label, reqs in (("ask", asks), ("chat", chats)):
                     seq = http_load.sequential(server.port, reqs * 10, warmup=len(reqs))
-                    conc = http_load.concurrent(server.port, reqs, 16, seconds=6.0)
+                    cpu = cpu_seconds(server.process.pid)
+                    conc = http_load.concurrent(server.port, reqs, 16, seconds=6.0,
+                                                warmup_seconds=0)
+                    # Server CPU per request: less sensitive to a busy machine than req/s.
+                    per = (cpu_seconds(server.process.pid) - cpu) / max(1, conc["n"]) * 1000
                     print(f"{name:24} {label:4}  c=1 p50 {seq['p50_ms']:.2f} ms "
                           f"p99 {seq['p99_ms']:.2f} ms | c=16 {conc['rps']:.0f} req/s "
-                          f"p50 {conc['p50_ms']:.1f} ms p99 {conc['p99_ms']:.1f} ms "
+                          f"p50 {conc['p50_ms']:.1f} ms p99 {conc['p99_ms']:.1f} ms | "
+                          f"server CPU {per:.2f} ms/request | "
                           f"failed {seq['failed'] + conc['failed']}", flush=True)
     return 0
 
