@@ -1,8 +1,11 @@
-"""`make eval`: answer and retrieval quality on the default corpus and on SciFact, with baselines.
+"""`make eval`: answer and retrieval quality on every evaluation corpus, in one table.
 
-Indexes are built into temporary folders through scripts/build_index.py, exactly as a user
-would build them; ../shared is only read. Prints one table per corpus and writes the figures
-as JSON (path printed at the end).
+Corpora: the shipped article (public questions, and our own paraphrases in eval/sets/), the
+TTS handbook (246 Markdown pages) and SciFact's training queries. Indexes are built into
+temporary folders through scripts/build_index.py, exactly as a user would build them; ../shared
+is only read. Plain BM25 and plain dense rows over the same chunks stand beside ours. The
+questions of each corpus are split in two by a hash of their id: `dev` is what tuning looked
+at, `held-out` what it did not. Prints the table and writes the figures as JSON.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import collections
 import gzip
+import hashlib
 import json
 import math
 import os
@@ -19,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +44,23 @@ MAX_CITE, MAX_ANSWER = 1200, 500
 
 
 def norm(text: str) -> str:
-    return " ".join(text.replace("\u2019", "'").replace("\u2018", "'").lower().split())
+    text = text.replace("\u2019", "'").replace("\u2018", "'")
+    return " ".join(text.replace("\u201c", '"').replace("\u201d", '"').lower().split())
+
+
+def split_of(qid: str) -> str:
+    """A fixed half of the questions, by id: tuning looked only at `dev`. Ids numbered in
+    order alternate (odd numbers are dev), so both halves keep the set's mix of kinds."""
+    digits = qid[len(qid.rstrip("0123456789")):]
+    if digits:
+        return "dev" if int(digits) % 2 == 1 else "held-out"
+    return "dev" if hashlib.sha256(qid.encode()).digest()[0] % 2 == 0 else "held-out"
 
 
 def build(corpus: Path, index: Path, encoder: str = "onnx-int8") -> float:
-    """Build through the CLI, as users do; returns seconds."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "QA_ENCODER": encoder}
+    """Build through the CLI, as users do; returns seconds (an unchanged corpus is a no-op)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QA_")}
+    env.update({"HF_HUB_OFFLINE": "1", "QA_ENCODER": encoder})
     started = time.perf_counter()
     subprocess.run([sys.executable, str(ROOT / "scripts" / "build_index.py"), "--corpus",
                     str(corpus), "--index", str(index)], check=True, env=env,
@@ -59,12 +74,12 @@ def open_snapshot(corpus: Path, index: Path, encoder: str = "onnx-int8") -> Snap
     return engine.load()
 
 
-# --- retrievers: the product's hybrid, and the two plain baselines over the same chunks ---
+# --- retrievers: the product's, and the two plain baselines over the same chunks ---
 
 Retriever = Callable[[Snapshot, str, int], list[int]]
 
 
-def hybrid(snap: Snapshot, query: str, k: int) -> list[int]:
+def ours(snap: Snapshot, query: str, k: int) -> list[int]:
     _, _, hits = snap.search(query, k)
     return [h.chunk for h in hits]
 
@@ -80,102 +95,114 @@ def plain_bm25(snap: Snapshot, query: str, k: int) -> list[int]:
     return [int(i) for i in ids]
 
 
-RETRIEVERS: dict[str, Retriever] = {"hybrid (ours)": hybrid, "plain dense": plain_dense,
-                                    "plain BM25": plain_bm25}
+RETRIEVERS: dict[str, Retriever] = {"ours": ours, "plain BM25": plain_bm25,
+                                    "plain dense": plain_dense}
 
 
-# --- default corpus ---
+# --- question sets with gold phrases ---
 
 @dataclass
-class SeedFigures:
+class Figures:
+    answerable: int = 0
     hit: int = 0
     rr: float = 0.0
     answer1: int = 0
-    answerable: int = 0
-    declined: int = 0
     unanswerable: int = 0
+    declined: int = 0
     false_declines: int = 0
-    followup_hits: int = 0
     followups: int = 0
+    followup_hits: int = 0
+    cite_chars: list[int] = field(default_factory=list)
+    answer_chars: list[int] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    # (confidence, whether the answer is right) for every question, for calibration
+    confidences: list[tuple[float, bool]] = field(default_factory=list)
 
 
-def eval_default(snap: Snapshot, misses: list[str]) -> dict[str, Any]:
-    qa = [json.loads(line) for line in (SHARED / "eval" / "seed_qa.jsonl").open()]
-    chats = [json.loads(line) for line in (SHARED / "eval" / "chat_followups.jsonl").open()]
-    out: dict[str, Any] = {}
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.open(encoding="utf-8") if line.strip()]
+
+
+def _hit_rank(texts: Sequence[str], gold: Sequence[str]) -> int | None:
+    return next((r for r, t in enumerate(texts, 1)
+                 if len(t) <= MAX_CITE and any(g in norm(t) for g in gold)), None)
+
+
+def eval_questions(snap: Snapshot, questions: Sequence[dict[str, Any]],
+                   chats: Sequence[dict[str, Any]], misses: list[str],
+                   ) -> dict[str, dict[str, Figures]]:
+    """Figures per retriever and per split ('all', 'dev', 'held-out')."""
+    out: dict[str, dict[str, Figures]] = {}
     for name, retriever in RETRIEVERS.items():
-        fig = SeedFigures()
-        for q in (q for q in qa if q["answerable"]):
-            fig.answerable += 1
+        figs = {s: Figures() for s in ("all", "dev", "held-out")}
+        for q in questions:
+            selected = (figs["all"], figs[split_of(q["id"])])
             gold = [norm(g) for g in q["gold"]]
-            texts = [snap.index.text(i) for i in retriever(snap, q["question"], K)]
-            rank = next((r for r, t in enumerate(texts, 1)
-                         if len(t) <= MAX_CITE and any(g in norm(t) for g in gold)), None)
-            if rank:
-                fig.hit += 1
-                fig.rr += 1 / rank
-            elif name == "hybrid (ours)":
+            if name == "ours":
+                started = time.perf_counter()
+                answer = snap.ask(q["question"], K)
+                took = (time.perf_counter() - started) * 1000
+                texts = [c.text for c in answer.citations]
+                right = (answer.answered and len(answer.text) <= MAX_ANSWER
+                         and any(g in norm(answer.text) for g in gold))
+                for f in selected:
+                    f.latencies.append(took)
+                    f.cite_chars += [len(t) for t in texts]
+                    f.answer_chars.append(len(answer.text))
+                    f.confidences.append((answer.confidence, bool(q["answerable"] and right)))
+                if not q["answerable"]:
+                    for f in selected:
+                        f.unanswerable += 1
+                        f.declined += not answer.answered
+                    if answer.answered:
+                        misses.append(f"NO-DECLINE {q['id']} {q['question']!r} "
+                                      f"({answer.confidence}) -> {answer.text[:100]!r}")
+                    continue
+                for f in selected:
+                    f.answer1 += right
+                    f.false_declines += not answer.answered
+                if not right:
+                    misses.append(f"ANSWER {q['id']} {q['question']!r} ({answer.confidence}) "
+                                  f"-> {answer.text[:120]!r}")
+            elif not q["answerable"]:
+                continue
+            else:
+                texts = [snap.index.text(i) for i in retriever(snap, q["question"], K)]
+            rank = _hit_rank(texts, gold)
+            for f in selected:
+                f.answerable += 1
+                if rank:
+                    f.hit += 1
+                    f.rr += 1 / rank
+            if not rank and name == "ours":
                 misses.append(f"MISS {q['id']} {q['question']!r}")
         for c in chats:
-            fig.followups += 1
-            query = standalone_query(c["turns"]) if name == "hybrid (ours)" else c["turns"][-1]
+            selected = (figs["all"], figs[split_of(c["id"])])
+            query = standalone_query(c["turns"]) if name == "ours" else c["turns"][-1]
             texts = [snap.index.text(i) for i in retriever(snap, query, K)]
-            if any(norm(g) in norm(t) for t in texts for g in c["gold"]):
-                fig.followup_hits += 1
-            elif name == "hybrid (ours)":
+            found = _hit_rank(texts, [norm(g) for g in c["gold"]]) is not None
+            for f in selected:
+                f.followups += 1
+                f.followup_hits += found
+            if not found and name == "ours":
                 misses.append(f"CHAT-MISS {c['id']} {query!r}")
-        out[name] = fig
-    ours = out["hybrid (ours)"]
-    latencies, cite_chars, answer_chars = [], [], []
-    for q in qa:
-        started = time.perf_counter()
-        answer = snap.ask(q["question"], K)
-        latencies.append((time.perf_counter() - started) * 1000)
-        cite_chars += [len(c.text) for c in answer.citations]
-        answer_chars.append(len(answer.text))
-        if q["answerable"]:
-            gold = [norm(g) for g in q["gold"]]
-            if (answer.answered and len(answer.text) <= MAX_ANSWER
-                    and any(g in norm(answer.text) for g in gold)):
-                ours.answer1 += 1
-            else:
-                misses.append(f"ANSWER {q['id']} {q['question']!r} -> {answer.text[:90]!r}")
-            if not answer.answered:
-                ours.false_declines += 1
-        else:
-            ours.unanswerable += 1
-            if not answer.answered:
-                ours.declined += 1
-            else:
-                misses.append(f"NO-DECLINE {q['id']} {q['question']!r} ({answer.confidence})")
-    return {
-        "retrieval": {n: {"hit@3": f.hit, "mrr@3": round(f.rr / max(f.answerable, 1), 3),
-                          "followup_hit@3": f.followup_hits} for n, f in out.items()},
-        "answerable": ours.answerable, "followups": ours.followups,
-        "answer@1": ours.answer1, "declined": ours.declined,
-        "unanswerable": ours.unanswerable, "false_declines": ours.false_declines,
-        "median_citation_chars": statistics.median(cite_chars),
-        "max_citation_chars": max(cite_chars),
-        "median_answer_chars": statistics.median(answer_chars),
-        "p50_ms": round(statistics.median(latencies), 2),
-    }
+        out[name] = figs
+    return out
 
 
-# --- SciFact ---
+# --- SciFact: document ranking ---
 
 def scifact_corpus(target: Path) -> Path:
     target.mkdir(parents=True, exist_ok=True)
-    with gzip.open(SHARED / "eval" / "scifact" / "corpus.jsonl.gz", "rb") as src:
-        (target / "corpus.jsonl").write_bytes(src.read())
+    if not (target / "corpus.jsonl").exists():
+        with gzip.open(SHARED / "eval" / "scifact" / "corpus.jsonl.gz", "rb") as src:
+            (target / "corpus.jsonl").write_bytes(src.read())
     return target
 
 
 def scifact_queries() -> tuple[dict[str, str], dict[str, set[str]]]:
     folder = SHARED / "eval" / "scifact"
-    queries = {}
-    for line in (folder / "queries_train.jsonl").open():
-        record = json.loads(line)
-        queries[record["_id"]] = record["text"]
+    queries = {r["_id"]: r["text"] for r in read_jsonl(folder / "queries_train.jsonl")}
     qrels: dict[str, set[str]] = collections.defaultdict(set)
     for line in list((folder / "qrels_train.tsv").open())[1:]:
         qid, doc, score = line.split()
@@ -198,70 +225,150 @@ def ndcg_recall(ranked: Sequence[str], relevant: set[str], k: int = 10) -> tuple
     return dcg / ideal, len(set(ranked[:k]) & relevant) / len(relevant)
 
 
-def eval_scifact(snap: Snapshot) -> dict[str, Any]:
+def eval_scifact(snap: Snapshot) -> dict[str, dict[str, float]]:
     queries, qrels = scifact_queries()
-    out: dict[str, Any] = {}
+    out: dict[str, dict[str, float]] = {}
     for name, retriever in RETRIEVERS.items():
-        scores = [ndcg_recall(rank_documents(snap, retriever(snap, text, 100)), qrels[qid])
-                  for qid, text in queries.items()]
-        out[name] = {"ndcg@10": round(float(np.mean([s[0] for s in scores])), 4),
-                     "recall@10": round(float(np.mean([s[1] for s in scores])), 4)}
-    out["queries"] = len(queries)
+        per_split: dict[str, list[tuple[float, float]]] = {"all": [], "dev": [], "held-out": []}
+        for qid, text in queries.items():
+            score = ndcg_recall(rank_documents(snap, retriever(snap, text, 100)), qrels[qid])
+            per_split["all"].append(score)
+            per_split[split_of(qid)].append(score)
+        for s, scores in per_split.items():
+            out[f"{name}|{s}"] = {"ndcg@10": float(np.mean([x[0] for x in scores])),
+                                  "recall@10": float(np.mean([x[1] for x in scores])),
+                                  "queries": len(scores)}
     return out
 
 
+# --- printing ---
+
 def table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)
+
+
+HEADER = ["corpus", "split", "retriever", "hit@3", "MRR@3", "answer@1", "declines",
+          "false declines", "follow-ups", "median cite", "median answer", "p50 ms"]
+
+
+def rows_for(corpus: str, figures: dict[str, dict[str, Figures]], splits: bool) -> list[list[str]]:
+    rows = []
+    for split in ("all", "dev", "held-out") if splits else ("all",):
+        for name, figs in figures.items():
+            f = figs[split]
+            if name != "ours" and split != "all":
+                continue
+            row = [corpus, split, name, f"{f.hit}/{f.answerable}",
+                   f"{f.rr / max(f.answerable, 1):.3f}"]
+            if name == "ours":
+                row += [f"{f.answer1}/{f.answerable}", f"{f.declined}/{f.unanswerable}",
+                        f"{f.false_declines}/{f.answerable}",
+                        f"{f.followup_hits}/{f.followups}" if f.followups else "-",
+                        f"{statistics.median(f.cite_chars):.0f}",
+                        f"{statistics.median(f.answer_chars):.0f}",
+                        f"{statistics.median(f.latencies):.2f}"]
+            else:
+                row += ["-", "-", "-",
+                        f"{f.followup_hits}/{f.followups}" if f.followups else "-",
+                        "-", "-", "-"]
+            rows.append(row)
+    return rows
+
+
+def calibration(figs: Figures, bins: Sequence[float] = (0.0, 0.1, 0.3, 0.5, 0.7, 1.01),
+                ) -> str:
+    """Predicted confidence against the observed share of right answers, per bin."""
+    parts = []
+    for lo, hi in zip(bins, bins[1:], strict=False):
+        inside = [right for conf, right in figs.confidences if lo <= conf < hi]
+        if inside:
+            mean = statistics.mean(c for c, _ in figs.confidences if lo <= c < hi)
+            parts.append(f"[{lo:.1f},{min(hi, 1):.1f}) n={len(inside)} predicted {mean:.2f} "
+                         f"observed {sum(inside) / len(inside):.2f}")
+    return "; ".join(parts)
+
+
+def to_json(figures: dict[str, dict[str, Figures]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, figs in figures.items():
+        for split, f in figs.items():
+            out[f"{name}|{split}"] = {
+                "hit@3": f.hit, "answerable": f.answerable,
+                "mrr@3": round(f.rr / max(f.answerable, 1), 4), "answer@1": f.answer1,
+                "declined": f.declined, "unanswerable": f.unanswerable,
+                "false_declines": f.false_declines, "followup_hits": f.followup_hits,
+                "followups": f.followups,
+                "median_citation_chars": statistics.median(f.cite_chars) if f.cite_chars else None,
+                "median_answer_chars":
+                    statistics.median(f.answer_chars) if f.answer_chars else None,
+                "p50_ms": round(statistics.median(f.latencies), 3) if f.latencies else None}
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--skip-scifact", action="store_true")
-    parser.add_argument("--skip-torch", action="store_true",
-                        help="skip the SciFact build with the torch reference encoder")
+    parser.add_argument("--only", choices=["article", "tts", "scifact"], action="append",
+                        help="evaluate only these corpora (repeatable)")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="keep built indexes here and reuse them (default: a temp folder)")
+    parser.add_argument("--misses", action="store_true", help="list every miss")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    wanted = set(args.only or ["article", "tts", "scifact"])
+    if args.skip_scifact:
+        wanted.discard("scifact")
     figures: dict[str, Any] = {}
-    misses: list[str] = []
+    rows = [HEADER]
+    notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="qa-eval-") as tmp:
-        work = Path(tmp)
-        build(ROOT / "corpus", work / "default-index")
-        snap = open_snapshot(ROOT / "corpus", work / "default-index")
-        figures["default"] = d = eval_default(snap, misses)
-        print("\nDefault corpus (shared/eval/seed_qa.jsonl, chat_followups.jsonl), top_k=3")
-        rows = [["retriever", "hit@3", "MRR@3", "follow-up hit@3"]]
-        for name, r in d["retrieval"].items():
-            rows.append([name, f"{r['hit@3']}/{d['answerable']}", f"{r['mrr@3']:.3f}",
-                         f"{r['followup_hit@3']}/{d['followups']}"])
-        print(table(rows))
-        print(f"answer@1 {d['answer@1']}/{d['answerable']}  declined {d['declined']}/"
-              f"{d['unanswerable']}  false declines {d['false_declines']}/{d['answerable']}  "
-              f"median citation {d['median_citation_chars']:.0f} chars (max "
-              f"{d['max_citation_chars']})  median answer {d['median_answer_chars']:.0f} chars  "
-              f"p50 {d['p50_ms']} ms (library, no HTTP)")
-        for line in misses:
-            print("  " + line)
-        if not args.skip_scifact:
+        work = args.work or Path(tmp)
+        sets = ROOT / "eval" / "sets"
+        tts = SHARED / "eval" / "tts-handbook"
+        corpora: list[tuple[str, Path, list[tuple[str, Path, Path | None]]]] = []
+        if "article" in wanted:
+            corpora.append(("article", ROOT / "corpus", [
+                ("article, public", SHARED / "eval" / "seed_qa.jsonl",
+                 SHARED / "eval" / "chat_followups.jsonl"),
+                ("article, our paraphrases", sets / "article-paraphrases.jsonl", None)]))
+        if "tts" in wanted:
+            corpora.append(("tts", tts / "corpus",
+                            [("TTS handbook", tts / "qa.jsonl", tts / "chat.jsonl")]))
+        for key, corpus, question_sets in corpora:
+            seconds = build(corpus, work / f"{key}-index")
+            snap = open_snapshot(corpus, work / f"{key}-index")
+            notes.append(f"{key}: index built in {seconds:.1f} s, "
+                         f"{len(snap.index.chunks)} chunks")
+            for label, qa, chat in question_sets:
+                misses: list[str] = []
+                result = eval_questions(snap, read_jsonl(qa), read_jsonl(chat) if chat else [],
+                                        misses)
+                figures[label] = to_json(result)
+                rows += rows_for(label, result, splits=label == "TTS handbook")
+                notes.append(f"calibration, {label}: {calibration(result['ours']['all'])}")
+                if args.misses:
+                    notes += [f"  {label}: {m}" for m in misses]
+        if "scifact" in wanted:
             corpus = scifact_corpus(work / "scifact-corpus")
             seconds = build(corpus, work / "scifact-index")
             snap = open_snapshot(corpus, work / "scifact-index")
-            figures["scifact"] = s = eval_scifact(snap)
-            s["build_seconds"] = round(seconds, 1)
-            print(f"\nSciFact training queries ({s['queries']}), document ranking "
-                  f"(index built in {seconds:.0f} s)")
-            rows = [["retriever", "nDCG@10", "recall@10"]]
-            rows += [[n, f"{r['ndcg@10']:.4f}", f"{r['recall@10']:.4f}"]
-                     for n, r in s.items() if isinstance(r, dict)]
-            if not args.skip_torch:
-                seconds = build(corpus, work / "scifact-torch", encoder="torch")
-                ref = open_snapshot(corpus, work / "scifact-torch", encoder="torch")
-                s["torch"] = eval_scifact(ref)["hybrid (ours)"]
-                rows.append(["hybrid, torch encoder", f"{s['torch']['ndcg@10']:.4f}",
-                             f"{s['torch']['recall@10']:.4f}"])
-            print(table(rows))
-            print("published for reference (SciFact test split): all-MiniLM-L6-v2 0.645, "
-                  "BM25 0.687")
+            notes.append(f"scifact: index built in {seconds:.1f} s, "
+                         f"{len(snap.index.chunks)} chunks")
+            scifact = eval_scifact(snap)
+            figures["scifact"] = scifact
+            sci_rows = [["SciFact train", "split", "retriever", "nDCG@10", "recall@10",
+                         "queries"]]
+            for key2, r in scifact.items():
+                name, split = key2.split("|")
+                if name == "ours" or split == "all":
+                    sci_rows.append(["SciFact train", split, name, f"{r['ndcg@10']:.4f}",
+                                     f"{r['recall@10']:.4f}", str(r["queries"])])
+            notes.append("\n" + table(sci_rows))
+    print(table(rows))
+    for note in notes:
+        print(note)
     out = args.out or Path(tempfile.gettempdir()) / "qa-eval.json"
     out.write_text(json.dumps(figures, indent=2, default=str), "utf-8")
     print(f"\nfigures written to {out}")

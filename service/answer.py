@@ -10,7 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service import lexical
+from service import lexical, markup
+from service.acronyms import initials_match
+from service.answertype import Want, gives
+from service.corpus import Document
 from service.retrieval import Hit, SearchIndex
 
 MAX_ANSWER_CHARS = 500
@@ -20,12 +23,15 @@ DECLINE_TEXT = ("The text does not answer this. The passages below are the close
 # Sentence score = weights . (cosine to the question, share of the question's term weight the
 # sentence contains, the passage's fused retrieval score).
 SENTENCE_WEIGHTS = (0.6, 0.25, 0.15)
+# Added to the score of a sentence that gives the kind of answer the question wants.
+TYPE_WEIGHT = 0.05
 # A second sentence joins the answer when it scores this close to the first; a sentence that
 # continues the first ("They can ...") joins more easily, since it usually completes it.
 SECOND_SENTENCE_RATIO = 0.9
 CONTINUATION_RATIO = 0.8
 _ANAPHORA = re.compile(r"(?:they|this|these|that|those|it|its|their|such|he|she|his|her)\b",
                        re.IGNORECASE)
+_SPACE_BEFORE_PUNCT = re.compile(r" ([.,;:!?)])")
 # Logistic model of P(the quoted passage addresses the question) from the best sentence's
 # (cosine, term coverage), fitted on SciFact by eval/calibrate.py (README, "Quality"). Below
 # DECLINE_BELOW the answer is declined: the highest threshold that still answers 95% of the
@@ -68,6 +74,7 @@ class ScoredSentence:
     score: float
     cosine: float
     coverage: float
+    typed: bool = False  # gives the kind of answer the question wants
 
 
 def coverage(index: SearchIndex, query_terms: Sequence[str], text: str) -> float:
@@ -84,21 +91,35 @@ def _share(weights: Sequence[tuple[Hashable, float]], present: AbstractSet[Hasha
 
 
 def score_sentences(index: SearchIndex, query_vector: np.ndarray, query_terms: Sequence[str],
-                    hits: Sequence[Hit]) -> list[ScoredSentence]:
-    """Every sentence of the hit passages, best first."""
+                    hits: Sequence[Hit], want: Want = Want()) -> list[ScoredSentence]:
+    """Every sentence of the hit passages, best first; a sentence that gives the kind of
+    answer the question wants (an amount, a time, a name, a verdict) scores higher."""
     scored: list[ScoredSentence] = []
     w_cos, w_cov, w_hit = SENTENCE_WEIGHTS
     # coverage() by the sentence term ids computed at load, not by re-reading each sentence.
     terms = index.sentence_terms
     weights = [(terms.id_of(t), index.lexical.term_idf(t)) for t in set(query_terms)]
+    # A question's abbreviation is present where the sentence spells it out instead.
+    spelled = {terms.id_of(a): frozenset(terms.id_of(t) for t in e)
+               for a, e in want.spelled_out}
+    undefined = {terms.id_of(term): token for token, term in want.undefined}
     for h, hit in enumerate(hits):
         chunk = index.chunks[hit.chunk]
+        view = index.views[chunk.doc_id]
         first = int(index.sentence_ptr[hit.chunk])
         cosines = index.sentence_matrix(hit.chunk) @ query_vector
         for p, ((start, end), cos) in enumerate(zip(chunk.sentences, cosines, strict=True)):
-            cov = _share(weights, terms.get(first + p))
+            present = terms.get(first + p)
+            if spelled or undefined:
+                present = present | {
+                    a for a, e in spelled.items() if e <= present} | {
+                    a for a, token in undefined.items()
+                    if initials_match(token, view[start:end])}
+            cov = _share(weights, present)
             score = w_cos * float(cos) + w_cov * cov + w_hit * hit.score
-            scored.append(ScoredSentence(h, p, start, end, score, float(cos), cov))
+            typed = gives(want, view[start:end])
+            score += TYPE_WEIGHT * typed
+            scored.append(ScoredSentence(h, p, start, end, score, float(cos), cov, typed))
     scored.sort(key=lambda s: -s.score)
     return scored
 
@@ -109,17 +130,21 @@ def confidence(best: ScoredSentence) -> float:
 
 
 def compose_answer(index: SearchIndex, query_vector: np.ndarray, query_terms: Sequence[str],
-                   hits: Sequence[Hit]) -> Answer:
-    """Answer from the hits' best sentences; decline when support is too weak."""
-    sentences = score_sentences(index, query_vector, query_terms, hits)
+                   hits: Sequence[Hit], want: Want = Want(), k: int | None = None,
+                   ) -> Answer:
+    """Answer from the hits' best sentences; decline when support is too weak. With `k`
+    below the number of hits, the extra hits are candidates only: a passage whose sentence
+    answers best is cited (first) even from below the top k, and k passages are cited."""
+    k = len(hits) if k is None else k
+    sentences = score_sentences(index, query_vector, query_terms, hits, want)
     if not sentences:
-        return Answer(DECLINE_TEXT, False, 0.0, _citations(index, hits, [], {}),
+        return Answer(DECLINE_TEXT, False, 0.0, _citations(index, hits[:k], [], {}),
                       ((DECLINE_TEXT, None),))
     best = sentences[0]
     conf = confidence(best)
     if conf < DECLINE_BELOW:
-        return Answer(DECLINE_TEXT, False, round(conf, 3), _citations(index, hits, [], {}),
-                      ((DECLINE_TEXT, None),))
+        return Answer(DECLINE_TEXT, False, round(conf, 3),
+                      _citations(index, hits[:k], [], {}), ((DECLINE_TEXT, None),))
     chosen = [best, *_companion(index, hits, sentences, best)]
     # Read in document order when both come from one passage.
     if len(chosen) == 2 and chosen[0].hit == chosen[1].hit and chosen[1].start < chosen[0].start:
@@ -131,15 +156,17 @@ def compose_answer(index: SearchIndex, query_vector: np.ndarray, query_terms: Se
     highlights: dict[int, list[tuple[int, int]]] = {}
     budget = MAX_ANSWER_CHARS
     for s in chosen:
-        doc = index.documents[index.chunks[hits[s.hit].chunk].doc_id]
-        end = _clip(doc.text, s.start, s.end, budget - 6)
-        quote = doc.text[s.start : end] + ("…" if end < s.end else "")
+        doc_id = index.chunks[hits[s.hit].chunk].doc_id
+        view = index.views[doc_id]
+        end = _clip(view, s.start, s.end, budget - 6)
+        quote = shown_sentence(index.documents[doc_id], view, s.start, end, budget - 6)
+        quote += "…" if end < s.end else ""
         parts.append(f"{quote} [{number[s.hit]}]")
         pieces.append((quote, number[s.hit]))
         highlights.setdefault(s.hit, []).append((s.start, end))
         budget -= len(parts[-1]) + 1
     return Answer(" ".join(parts), True, round(conf, 3),
-                  _citations(index, hits, order, highlights), tuple(pieces))
+                  _citations(index, hits, order, highlights, k), tuple(pieces))
 
 
 def _companion(index: SearchIndex, hits: Sequence[Hit], sentences: list[ScoredSentence],
@@ -166,6 +193,27 @@ def _companion(index: SearchIndex, hits: Sequence[Hit], sentences: list[ScoredSe
     return []
 
 
+def shown_sentence(doc: Document, view: str, start: int, end: int, limit: int) -> str:
+    """The quoted sentence as the answer shows it: the visible text with its white space
+    folded, and a table row as `header: cell` pairs when its table has a header row."""
+    if markup.is_markdown(doc.id):
+        line_start = doc.text.rfind("\n", 0, start) + 1
+        line_end = doc.text.find("\n", start)
+        line_end = len(doc.text) if line_end < 0 else line_end
+        if markup.is_table_row(doc.text[line_start:line_end]) and end >= line_end - 1:
+            cells = markup.row_cells(doc.text, view, line_start, line_end)
+            header = markup.table_header(doc.text, view, line_start)
+            if header and len(header) == len(cells) and header != cells:
+                shown = "; ".join(f"{h}: {c}" if h else c
+                                  for h, c in zip(header, cells, strict=True) if c)
+                if len(shown) <= limit:
+                    return shown
+            return " · ".join(c for c in cells if c)
+        # Blanked markup leaves a space before the punctuation that followed it.
+        return _SPACE_BEFORE_PUNCT.sub(r"\1", " ".join(view[start:end].split()))
+    return " ".join(view[start:end].split())
+
+
 def _clip(text: str, start: int, end: int, limit: int) -> int:
     """End of the longest prefix of text[start:end] within `limit` characters, at a word break."""
     if end - start <= limit:
@@ -175,9 +223,11 @@ def _clip(text: str, start: int, end: int, limit: int) -> int:
 
 
 def _citations(index: SearchIndex, hits: Sequence[Hit], used: list[int],
-               highlights: dict[int, list[tuple[int, int]]]) -> tuple[Citation, ...]:
-    """Passages the answer quotes first (in the order quoted), then the rest by rank."""
-    order = used + [h for h in range(len(hits)) if h not in used]
+               highlights: dict[int, list[tuple[int, int]]], k: int | None = None,
+               ) -> tuple[Citation, ...]:
+    """Passages the answer quotes first (in the order quoted), then the rest by rank; k in
+    all."""
+    order = (used + [h for h in range(len(hits)) if h not in used])[:k]
     out = []
     for n, h in enumerate(order, start=1):
         chunk = index.chunks[hits[h].chunk]

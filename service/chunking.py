@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from service import markup
 from service.corpus import Document
 
 Span = tuple[int, int]
@@ -182,14 +183,19 @@ def _md_heading(line: str) -> str | None:
 def split(doc: Document, max_chars: int = 700) -> list[Chunk]:
     """Chunks along section, paragraph and sentence boundaries, each at most `max_chars` long."""
     max_chars = min(max_chars, HARD_MAX_CHARS)
+    # Markdown is read through its visible view (same offsets, markup blanked), so markup
+    # never decides a boundary, a heading or a sentence; tables are found in the raw text.
+    view = markup.view_of(doc.id, doc.text)
+    tables = markup.is_markdown(doc.id)
     chunks: list[Chunk] = []
-    for heading, paragraphs in _sections(doc.text):
+    for heading, paragraphs in _sections(view, doc.text if tables else None):
         pending: list[Span] = []
         for paragraph in paragraphs:
             sentences = [
                 piece
-                for sentence in split_sentences(doc.text, *paragraph)
-                for piece in _cap(doc.text, sentence, max_chars)
+                for sentence in split_sentences(view, *paragraph,
+                                                raw=doc.text if tables else None)
+                for piece in _cap(view, sentence, max_chars)
             ]
             if not sentences:
                 continue
@@ -251,14 +257,18 @@ def _lines(text: str) -> Iterator[Span]:
         yield start, len(text)
 
 
-def _sections(text: str) -> Iterator[tuple[str, list[Span]]]:
-    """(heading, paragraph spans) per section; noise lines and headings never enter paragraphs."""
+def _sections(text: str, raw: str | None = None) -> Iterator[tuple[str, list[Span]]]:
+    """(heading, paragraph spans) per section; noise lines and headings never enter paragraphs.
+    With `raw` (the Markdown behind the view `text`), a table's delimiter row, blank in the
+    view, keeps the header row and the body rows in one paragraph."""
     heading = ""
     paragraphs: list[Span] = []
     current: Span | None = None
     lines = list(_lines(text))
     for i, (start, end) in enumerate(lines):
         line = text[start:end]
+        if raw is not None and current and markup.is_table_rule(raw[start:end]):
+            continue
         following = text[lines[i + 1][0] : lines[i + 1][1]] if i + 1 < len(lines) else ""
         kind, content = classify_line(line, following, lone=_is_lone(text, lines, i))
         if kind == "text":
@@ -339,10 +349,16 @@ def _looks_like_heading(line: str) -> bool:
     return stripped[0].isupper() or stripped[0].isdigit()
 
 
-def split_sentences(text: str, start: int, end: int) -> list[Span]:
-    """Sentence spans inside text[start:end]; list markers and edge whitespace excluded."""
+def split_sentences(text: str, start: int, end: int, raw: str | None = None) -> list[Span]:
+    """Sentence spans inside text[start:end]; list markers and edge whitespace excluded. With
+    `raw` (the Markdown behind the view `text`), each table row is a sentence of its own."""
     spans: list[Span] = []
-    for line_start, line_end in _logical_lines(text, start, end):
+    for line_start, line_end in _logical_lines(text, start, end, raw):
+        if raw is not None and markup.is_table_row(raw[line_start:line_end]):
+            piece = _trim(text, line_start, line_end)
+            if piece:
+                spans.append(piece)
+            continue
         bullet = _BULLET.match(text, line_start, line_end)
         cursor = bullet.end() if bullet else line_start
         for match in _SENTENCE_END.finditer(text, cursor, line_end):
@@ -357,15 +373,25 @@ def split_sentences(text: str, start: int, end: int) -> list[Span]:
     return spans
 
 
-def _logical_lines(text: str, start: int, end: int) -> Iterator[Span]:
-    """Split a paragraph only where a new list item begins, so hard-wrapped prose stays whole."""
+def _logical_lines(text: str, start: int, end: int, raw: str | None = None) -> Iterator[Span]:
+    """Split a paragraph only where a new list item or table row begins, so hard-wrapped prose
+    stays whole."""
     cursor = start
     for match in re.finditer("\n", text[start:end]):
         nxt = start + match.end()
-        if _BULLET.match(text, nxt, end):
-            yield cursor, start + match.start()
+        here = start + match.start()
+        if _BULLET.match(text, nxt, end) or (raw is not None and (
+                markup.is_table_row(raw[cursor:here])
+                or markup.is_table_row(raw[nxt:_line_end(raw, nxt, end)]))):
+            if here > cursor:
+                yield cursor, here
             cursor = nxt
     yield cursor, end
+
+
+def _line_end(text: str, start: int, limit: int) -> int:
+    end = text.find("\n", start, limit)
+    return limit if end < 0 else end
 
 
 def _is_boundary(text: str, match: re.Match[str], limit: int) -> bool:

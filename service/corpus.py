@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
+from service import markup
+
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".txt", ".md", ".html", ".htm", ".jsonl")
@@ -70,7 +72,10 @@ def parse_file(doc_id: str, data: bytes, max_bytes: int) -> tuple[list[Document]
         if not visible.strip():
             return [], [Problem(doc_id, "no visible text in the HTML")]
         return [Document(doc_id, title or _first_line(visible) or doc_id, visible)], []
-    if suffix in (".txt", ".md"):
+    if suffix == ".md":
+        title = markup.front_matter_title(text) or _first_line(markup.visible(text))
+        return [Document(doc_id, title or doc_id, text)], []
+    if suffix == ".txt":
         return [Document(doc_id, _first_line(text) or doc_id, text)], []
     return [], [Problem(doc_id, f"unsupported file type {suffix!r}")]
 

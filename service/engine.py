@@ -12,6 +12,7 @@ import numpy as np
 
 from service import lexical, store
 from service.answer import Answer, compose_answer
+from service.answertype import wanted
 from service.encoder import Encoder, EncoderError, ModelInfo, OnnxEncoder, TorchEncoder
 from service.retrieval import Hit, SearchIndex, check_compatible, load_index, retrieve
 from service.settings import Settings
@@ -19,6 +20,10 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 # Stands for an unusable CURRENT among refused versions; no version name contains a slash.
 _BAD_CURRENT = "/bad CURRENT/"
+
+
+# Passages read for the answer sentence beyond the k a question asks for.
+ANSWER_POOL = 2
 
 
 class NotReady(Exception):
@@ -39,11 +44,16 @@ class Snapshot:
     def search(self, question: str, k: int) -> tuple[np.ndarray, list[str], list[Hit]]:
         query_vector = self.encoder.encode_queries([question])[0]
         terms = lexical.terms(question)
-        return query_vector, terms, retrieve(self.index, query_vector, terms, k)
+        # An abbreviation the corpus defines also searches for its expansion, and back.
+        search_terms = terms + self.index.acronyms.expand(question)
+        return query_vector, terms, retrieve(self.index, query_vector, search_terms, k)
 
     def ask(self, question: str, k: int) -> Answer:
-        query_vector, terms, hits = self.search(question, k)
-        return compose_answer(self.index, query_vector, terms, hits)
+        # A few passages beyond the k cited are read for the answer sentence: the passage
+        # that holds it is cited even when its own vector ranked it just below the top k.
+        query_vector, terms, hits = self.search(question, k + ANSWER_POOL)
+        want = wanted(question, self.index.acronyms)
+        return compose_answer(self.index, query_vector, terms, hits, want, k)
 
 
 class Engine:

@@ -16,7 +16,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from service import lexical, store, termsets
+from service import lexical, markup, store, termsets
 from service.chunking import Chunk, split
 from service.corpus import Document, Problem, iter_files, read_documents
 from service.encoder import (
@@ -33,7 +33,7 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 # Bump when chunking or stored layout changes meaning: forces a full rebuild.
-CHUNKER_VERSION = 1
+CHUNKER_VERSION = 2
 DOCUMENTS, CHUNKS, VECTORS, SENTENCE_VECTORS, DENSE = (
     "documents.jsonl", "chunks.json", "vectors.npy", "sentence_vectors.npy", "dense.faiss")
 
@@ -76,18 +76,29 @@ class BuildReport:
                 f"{self.embedded} chunks embedded, {self.reused} reused) in {self.seconds:.1f}s")
 
 
-def embedding_input(doc: Document, chunk: Chunk) -> tuple[str, list[tuple[int, int]]]:
-    """What the encoder reads for a chunk: its context line, then its verbatim text; and the
-    sentence spans relative to that input. Context helps retrieval and is never cited."""
-    context = chunk.heading or doc.title
-    prefix = f"{context}\n" if context else ""
+def embedding_input(doc: Document, chunk: Chunk, view: str | None = None,
+                    ) -> tuple[str, list[tuple[int, int]]]:
+    """What the encoder reads for a chunk: its context line (heading or title, and the header
+    row of a table the chunk starts inside), then its visible text (`view`, default the text);
+    and the sentence spans relative to that input. Context helps retrieval and is never cited."""
+    view = doc.text if view is None else view
+    context = [chunk.heading or doc.title]
+    if markup.is_markdown(doc.id):
+        header = markup.table_header(doc.text, view, _line_start(doc.text, chunk.start))
+        context.append(" | ".join(header))
+    prefix = "".join(f"{c}\n" for c in context if c)
     shift = len(prefix) - chunk.start
-    return prefix + doc.text[chunk.start : chunk.end], [(s + shift, e + shift)
-                                                        for s, e in chunk.sentences]
+    return prefix + view[chunk.start : chunk.end], [(s + shift, e + shift)
+                                                    for s, e in chunk.sentences]
 
 
-def lexical_terms(doc: Document, chunk: Chunk) -> list[str]:
-    return lexical.terms(f"{doc.title}\n{chunk.heading}\n{doc.text[chunk.start:chunk.end]}")
+def _line_start(text: str, offset: int) -> int:
+    return text.rfind("\n", 0, offset) + 1
+
+
+def lexical_terms(doc: Document, chunk: Chunk, view: str | None = None) -> list[str]:
+    view = doc.text if view is None else view
+    return lexical.terms(f"{doc.title}\n{chunk.heading}\n{view[chunk.start:chunk.end]}")
 
 
 def corpus_fingerprint(corpus_dir: Path) -> str:
@@ -238,7 +249,8 @@ def _build(
     chunks = [c for d in docs for c in split(d, settings.chunk_chars)]
     if not chunks:
         raise BuildError("the documents contain no text to index")
-    inputs = [embedding_input(by_id[c.doc_id], c) for c in chunks]
+    views = {d.id: markup.view_of(d.id, d.text) for d in docs}
+    inputs = [embedding_input(by_id[c.doc_id], c, views[c.doc_id]) for c in chunks]
     keys = [_chunk_key(model, kind, text, spans) for text, spans in inputs]
     previous = _load_previous(index_dir, settings_hash)
     report = BuildReport(version, True, len(docs), len(chunks),
@@ -287,9 +299,11 @@ def _build(
                 np.concatenate(sentence_vectors).astype(np.float16), allow_pickle=False)
         dense, dense_record = dense_index(vectors, settings.build_threads)
         faiss.write_index(dense, str(staging / DENSE))
-        lexical.save(lexical.build([lexical_terms(by_id[c.doc_id], c) for c in chunks]), staging)
-        termsets.save(staging, termsets.passage_words(by_id, chunks),
-                      termsets.sentence_terms(by_id, chunks))
+        lexical.save(lexical.build([lexical_terms(by_id[c.doc_id], c, views[c.doc_id])
+                                    for c in chunks]), staging)
+        seen = {d.id: Document(d.id, d.title, views[d.id]) for d in docs}
+        termsets.save(staging, termsets.passage_words(seen, chunks),
+                      termsets.sentence_terms(seen, chunks))
         encoder_info = _encoder_record(kind, model, index_dir)
         manifest = {
             "version": version,

@@ -11,7 +11,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from service import lexical, store, termsets
+from service import acronyms, lexical, markup, store, termsets
 from service.chunking import Chunk
 from service.corpus import Document
 from service.encoder import ModelInfo
@@ -26,9 +26,12 @@ from service.indexing import (
 
 log = logging.getLogger(__name__)
 
-# Weight of the dense score in the fused score; each side is first divided by its best
-# candidate's score. Chosen on SciFact's training queries (see README, "Quality").
+# Weights of the fused score: the passage's cosine, its BM25 score, and its best sentence's
+# cosine (the evidence an answer would quote), each first divided by the best candidate's.
+# Chosen on the dev halves of the evaluation sets (see README, "Quality").
 DENSE_WEIGHT = 0.5
+LEXICAL_WEIGHT = 0.5
+SENTENCE_WEIGHT = 0.0
 CANDIDATES = 50
 DUPLICATE_COSINE = 0.97
 DUPLICATE_OVERLAP = 0.8
@@ -41,6 +44,9 @@ class SearchIndex:
     version: str
     manifest: dict[str, Any]
     documents: dict[str, Document]
+    # What readers see of each document (Markdown markup blanked, same offsets): what answers
+    # quote. The same string as the text for formats without markup.
+    views: dict[str, str]
     chunks: list[Chunk]
     vectors: np.ndarray
     dense: Any  # faiss.Index
@@ -50,6 +56,7 @@ class SearchIndex:
     # Made at build time: per question they would cost more than everything but the encoder.
     chunk_words: termsets.TermSets  # each passage's words, for near-duplicate checks
     sentence_terms: termsets.TermSets  # each sentence's lexical terms, in sentence order
+    acronyms: acronyms.Acronyms  # abbreviations the corpus defines, learned at load
 
     def text(self, i: int) -> str:
         chunk = self.chunks[i]
@@ -104,7 +111,10 @@ def load_index(index_dir: Path, version: str | None = None) -> SearchIndex:
         sentence_vectors = np.load(folder / SENTENCE_VECTORS, allow_pickle=False)
         dense = faiss.read_index(str(folder / DENSE))
         lex = lexical.load(folder)
-        words, sentence_terms = termsets.load(folder, documents, chunks)
+        views = {d: markup.view_of(d, doc.text) for d, doc in documents.items()}
+        words, sentence_terms = termsets.load(
+            folder, {d: Document(d, doc.title, views[d]) for d, doc in documents.items()},
+            chunks)
     except (OSError, ValueError, KeyError, IndexError, RuntimeError) as exc:
         raise store.IndexUnavailable(
             f"index {version} cannot be read ({exc}): run `make index`") from exc
@@ -120,8 +130,10 @@ def load_index(index_dir: Path, version: str | None = None) -> SearchIndex:
     if manifest.get("dense_index") == "hnsw":
         graph: Any = faiss.downcast_index(dense)
         graph.hnsw.efSearch = int(manifest["dense_params"]["efSearch"])
-    return SearchIndex(version, manifest, documents, chunks, vectors, dense, sentence_vectors,
-                       ptr, lex, words, sentence_terms)
+    learned = acronyms.learn(views.values())
+    return SearchIndex(version, manifest, documents, views, chunks, vectors, dense,
+                       sentence_vectors,
+                       ptr, lex, words, sentence_terms, learned)
 
 
 @dataclass(frozen=True)
@@ -147,7 +159,10 @@ def retrieve(index: SearchIndex, query_vector: np.ndarray, query_terms: list[str
     lex = lex_all[pool]
     fused = DENSE_WEIGHT * dense / max(float(dense.max()), 1e-6)
     if lex.max() > 0:
-        fused += (1 - DENSE_WEIGHT) * lex / float(lex.max())
+        fused += LEXICAL_WEIGHT * lex / float(lex.max())
+    if SENTENCE_WEIGHT:
+        sentence = best_sentence_cosines(index, pool, query_vector)
+        fused += SENTENCE_WEIGHT * sentence / max(float(sentence.max()), 1e-6)
     order = np.argsort(-fused, kind="stable")
     hits: list[Hit] = []
     kept_words: list[frozenset[int]] = []
@@ -163,6 +178,18 @@ def retrieve(index: SearchIndex, query_vector: np.ndarray, query_terms: list[str
         if len(hits) == k:
             break
     return hits
+
+
+def best_sentence_cosines(index: SearchIndex, chunks: np.ndarray,
+                          query_vector: np.ndarray) -> np.ndarray:
+    """Each passage's best sentence cosine to the question, in one gather and one product."""
+    lo = index.sentence_ptr[chunks]
+    sizes = index.sentence_ptr[chunks + 1] - lo
+    rows = np.repeat(lo - np.cumsum(sizes) + sizes, sizes) + np.arange(int(sizes.sum()))
+    cosines = index.sentence_vectors[rows].astype(np.float32) @ query_vector
+    starts = np.cumsum(sizes) - sizes
+    best: np.ndarray = np.maximum.reduceat(cosines, starts) if len(cosines) else cosines
+    return best
 
 
 def _overlap(a: frozenset[int], b: frozenset[int]) -> float:

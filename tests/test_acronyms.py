@@ -1,0 +1,38 @@
+"""Abbreviations learned from the corpus, and spelled-out forms recognised in sentences."""
+
+from __future__ import annotations
+
+import time
+
+from service.acronyms import find_definitions, initials_match, learn, looks_like_acronym
+
+
+def test_definitions_in_both_orders() -> None:
+    text = ("Use the Employee Assistance Program (EAP) for counseling. "
+            "FMLA (Family and Medical Leave Act) covers it. A note (see below) is not one.")
+    found = {a: w for a, w in find_definitions(text)}
+    assert found == {"EAP": ["Employee", "Assistance", "Program"],
+                     "FMLA": ["Family", "and", "Medical", "Leave", "Act"]}
+
+
+def test_expansion_works_both_ways() -> None:
+    known = learn(["You earn paid time off (PTO) each pay period."])
+    assert known.expand("How much PTO do I get?") == ["paid", "time"]  # "off" is a stopword
+    assert known.expand("how much paid time off do I get?") == ["pto"]
+    # Lower case may be an ordinary word: not expanded.
+    assert known.expand("how much pto do I get?") == []
+
+
+def test_undefined_abbreviations_match_their_initials() -> None:
+    assert initials_match("CEO", "He was appointed chief executive officer last year.")
+    assert initials_match("VP", "The Vice President of Product decides.")
+    assert not initials_match("CEO", "The chairman of the board executive.")
+    assert looks_like_acronym("CEO") and looks_like_acronym("PMs") and looks_like_acronym("CoE")
+    assert not looks_like_acronym("Hello") and not looks_like_acronym("A")
+
+
+def test_hostile_text_is_scanned_in_linear_time() -> None:
+    for text in ("(" * 200_000, "(AB) " * 40_000, "word " * 40_000 + "(ABCDEFGH)"):
+        started = time.perf_counter()
+        learn([text])
+        assert time.perf_counter() - started < 3.0
