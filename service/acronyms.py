@@ -1,9 +1,12 @@
 """Abbreviations and their expansions, learned from the corpus itself.
 
 A text that writes "paid time off (PTO)" or "FMLA (Family and Medical Leave Act)" defines an
-abbreviation; a question may use either form. `Acronyms.expand` adds the other form's search
-terms to a question's, and `initials_match` recognises an abbreviation the corpus never
-defines ("CEO") in a sentence that spells it out ("chief executive officer"). All scans are
+abbreviation; a question may use the short form where the answer spells it out. Answers count
+the spelled-out form as the abbreviation (`Acronyms.spelled_out`), and `initials_match`
+recognises an abbreviation the corpus never defines ("CEO") in a sentence that spells it out
+("chief executive officer"). (Adding the other form to the search terms was tried: it lowered
+SciFact's nDCG@10 by 0.01, whose abstracts define many abbreviations, and found nothing more
+in the handbook.) All scans are
 single passes with `str.find` and word lists: linear in the text.
 """
 
@@ -65,11 +68,9 @@ def find_definitions(text: str, limit: int = 100_000) -> Iterator[tuple[str, lis
 
 @dataclass
 class Acronyms:
-    """Abbreviation (lower case) -> the search terms of its expansion, and back."""
+    """Abbreviation (lower case) -> the search terms of its expansion."""
 
     expansions: dict[str, list[str]] = field(default_factory=dict)
-    # first term of an expansion -> (its terms, the abbreviation's term)
-    by_expansion: dict[str, list[tuple[tuple[str, ...], str]]] = field(default_factory=dict)
 
     def spelled_out(self, question: str) -> list[tuple[str, list[str]]]:
         """(abbreviation's term, expansion's terms) for each abbreviation the question uses,
@@ -84,18 +85,6 @@ class Acronyms:
                 found.append((stem[0], terms))
         return found
 
-    def expand(self, question: str) -> list[str]:
-        """Search terms to add to a question's: each form it uses brings the other's."""
-        extra: list[str] = []
-        for _, terms in self.spelled_out(question):
-            extra.extend(t for t in terms if t not in extra)
-        stems = lexical.terms(question)
-        for i, stem in enumerate(stems):
-            for phrase, acronym in self.by_expansion.get(stem, ()):
-                if tuple(stems[i : i + len(phrase)]) == phrase and acronym not in extra:
-                    extra.append(acronym)
-        return extra
-
 
 def learn(texts: Iterable[str], per_text: int = 10_000) -> Acronyms:
     """The abbreviations the texts define (the first definition of each wins)."""
@@ -106,10 +95,7 @@ def learn(texts: Iterable[str], per_text: int = 10_000) -> Acronyms:
             terms = lexical.terms(" ".join(words))
             if key in out.expansions or not terms or len(terms) < 2:
                 continue
-            stem = lexical.terms(acronym)
             out.expansions[key] = terms
-            if stem:
-                out.by_expansion.setdefault(terms[0], []).append((tuple(terms), stem[0]))
     return out
 
 

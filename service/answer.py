@@ -24,7 +24,7 @@ DECLINE_TEXT = ("The text does not answer this. The passages below are the close
 # sentence contains, the passage's fused retrieval score).
 SENTENCE_WEIGHTS = (0.6, 0.25, 0.15)
 # Added to the score of a sentence that gives the kind of answer the question wants.
-TYPE_WEIGHT = 0.05
+TYPE_WEIGHT = 0.08
 # A second sentence joins the answer when it scores this close to the first; a sentence that
 # continues the first ("They can ...") joins more easily, since it usually completes it.
 SECOND_SENTENCE_RATIO = 0.9
@@ -33,11 +33,12 @@ _ANAPHORA = re.compile(r"(?:they|this|these|that|those|it|its|their|such|he|she|
                        re.IGNORECASE)
 _SPACE_BEFORE_PUNCT = re.compile(r" ([.,;:!?)])")
 # Logistic model of P(the quoted passage addresses the question) from the best sentence's
-# (cosine, term coverage), fitted on SciFact by eval/calibrate.py (README, "Quality"). Below
-# DECLINE_BELOW the answer is declined: the highest threshold that still answers 95% of the
-# answerable calibration examples, since a cited weak answer can be checked, a false decline
-# cannot.
-CONFIDENCE_COEF = (-6.20, 6.00, 3.49)
+# cosine, term coverage and whether it gives the kind of answer wanted, fitted by
+# eval/calibrate.py on SciFact claims and the dev halves of two intranet-style question sets
+# (README, "Quality"). Below DECLINE_BELOW the answer is declined: the highest threshold that
+# still answers 95% of the answerable calibration examples, since a cited weak answer can be
+# checked, a false decline cannot.
+CONFIDENCE_COEF = (-7.37, 7.10, 4.42, 0.27)
 DECLINE_BELOW = 0.08
 
 
@@ -125,8 +126,9 @@ def score_sentences(index: SearchIndex, query_vector: np.ndarray, query_terms: S
 
 
 def confidence(best: ScoredSentence) -> float:
-    bias, w_cos, w_cov = CONFIDENCE_COEF
-    return 1.0 / (1.0 + math.exp(-(bias + w_cos * best.cosine + w_cov * best.coverage)))
+    bias, w_cos, w_cov, w_typed = CONFIDENCE_COEF
+    return 1.0 / (1.0 + math.exp(-(bias + w_cos * best.cosine + w_cov * best.coverage
+                                   + w_typed * best.typed)))
 
 
 def compose_answer(index: SearchIndex, query_vector: np.ndarray, query_terms: Sequence[str],

@@ -147,7 +147,9 @@ def gives(want: Want, sentence: str) -> bool:
         return _names_someone(sentence, words)
     if kind is Kind.PLACE:
         return any(w in _PLACE_WORDS for w in words) or _has_proper_noun(sentence)
-    return any(w in _VERDICT_WORDS for w in words)
+    # A verdict: a modal or negation, or the question's own word negated ("paid" -> "unpaid").
+    return any(w in _VERDICT_WORDS or (w[:2] == "un" and w[2:] in asked)
+               or (w[:3] == "non" and w[3:].lstrip("-") in asked) for w in words)
 
 
 def _names_someone(sentence: str, words: list[str]) -> bool:

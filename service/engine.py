@@ -44,9 +44,7 @@ class Snapshot:
     def search(self, question: str, k: int) -> tuple[np.ndarray, list[str], list[Hit]]:
         query_vector = self.encoder.encode_queries([question])[0]
         terms = lexical.terms(question)
-        # An abbreviation the corpus defines also searches for its expansion, and back.
-        search_terms = terms + self.index.acronyms.expand(question)
-        return query_vector, terms, retrieve(self.index, query_vector, search_terms, k)
+        return query_vector, terms, retrieve(self.index, query_vector, terms, k)
 
     def ask(self, question: str, k: int) -> Answer:
         # A few passages beyond the k cited are read for the answer sentence: the passage

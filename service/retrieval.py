@@ -29,9 +29,9 @@ log = logging.getLogger(__name__)
 # Weights of the fused score: the passage's cosine, its BM25 score, and its best sentence's
 # cosine (the evidence an answer would quote), each first divided by the best candidate's.
 # Chosen on the dev halves of the evaluation sets (see README, "Quality").
-DENSE_WEIGHT = 0.5
+DENSE_WEIGHT = 0.4
 LEXICAL_WEIGHT = 0.5
-SENTENCE_WEIGHT = 0.0
+SENTENCE_WEIGHT = 0.2
 CANDIDATES = 50
 DUPLICATE_COSINE = 0.97
 DUPLICATE_OVERLAP = 0.8

@@ -15,12 +15,12 @@ def test_definitions_in_both_orders() -> None:
                      "FMLA": ["Family", "and", "Medical", "Leave", "Act"]}
 
 
-def test_expansion_works_both_ways() -> None:
+def test_a_defined_abbreviation_is_spelled_out() -> None:
     known = learn(["You earn paid time off (PTO) each pay period."])
-    assert known.expand("How much PTO do I get?") == ["paid", "time"]  # "off" is a stopword
-    assert known.expand("how much paid time off do I get?") == ["pto"]
-    # Lower case may be an ordinary word: not expanded.
-    assert known.expand("how much pto do I get?") == []
+    # "off" is a stopword, so the expansion's terms are these two.
+    assert known.spelled_out("How much PTO do I get?") == [("pto", ["paid", "time"])]
+    # Lower case may be an ordinary word: not read as the abbreviation.
+    assert known.spelled_out("how much pto do I get?") == []
 
 
 def test_undefined_abbreviations_match_their_initials() -> None:

@@ -42,6 +42,7 @@ def test_sentences_that_give_the_kind() -> None:
     assert gives(wanted("who approves it?"), "Approval comes from Jane Doe.")
     assert gives(wanted("can I delete it?"), "Users are prohibited from deleting messages.")
     assert not gives(wanted("what is it?"), "It is a tool.")
+    assert gives(wanted("is the leave paid?"), "You get 12 unpaid weeks.")
 
 
 def test_abbreviations_are_read_from_the_question() -> None:
