@@ -178,6 +178,46 @@ def topic_of(question: str) -> str:
     return topic.strip(" ?.!") or question.strip(" ?.!")
 
 
+_FIRST_PERSON = frozenset("i my me we our us".split())
+_PREPOSITIONS = frozenset("in at on for from with to during after before under over near".split())
+
+
+def _switch(anchor: str, topic: str, subject: str) -> str | None:
+    """The previous question asked again about `subject`: "what about in Chicago?" swaps the
+    last prepositional phrase ("at the DC office"), a subject for a question about the asker's
+    own thing swaps the name in it ("Docker Hub" -> "npm"), anything else the whole topic."""
+    words = subject.split()
+    body = anchor.rstrip(" ?.!")
+    if words and words[0].lower() in _PREPOSITIONS:
+        tokens = body.split(" ")
+        for i in range(len(tokens) - 1, 0, -1):
+            if tokens[i].lower() in _PREPOSITIONS:
+                return " ".join(tokens[:i] + words).rstrip(" ?.!") + "?"
+        return None
+    # A topic about the asker's own thing ("I use my personal Docker Hub account") is a
+    # clause, not a subject to swap whole: the name in it is what changes.
+    name = _last_name(body)
+    if name and _FIRST_PERSON & set(topic.lower().split()):
+        return body.replace(name, _drop_article(subject), 1) + "?"
+    if topic and topic in anchor:
+        return anchor.replace(topic, _drop_article(subject), 1)
+    return None
+
+
+def _last_name(text: str) -> str:
+    """The last run of capitalised words past the first word ("Docker Hub"); '' if none."""
+    tokens = text.split(" ")
+    end = None
+    for i in range(len(tokens) - 1, 0, -1):
+        word = tokens[i].strip(",;:")
+        capital = word[:1].isupper() and word != "I"
+        if capital and end is None:
+            end = i
+        elif not capital and end is not None:
+            return " ".join(tokens[i + 1 : end + 1]).strip(",;:")
+    return " ".join(tokens[1 : end + 1]).strip(",;:") if end is not None else ""
+
+
 def standalone_query(user_turns: Sequence[str]) -> str:
     """The query retrieval should use for the last user turn."""
     current = user_turns[-1].strip()
@@ -186,8 +226,10 @@ def standalone_query(user_turns: Sequence[str]) -> str:
     anchor = next((t for t in reversed(user_turns[:-1]) if not is_followup(t)), user_turns[0])
     topic = topic_of(anchor)
     subject = _switch_subject(current)
-    if subject is not None and topic and topic in anchor and not _mentions_anaphor(subject):
-        return anchor.strip().replace(topic, _drop_article(subject), 1)
+    if subject is not None and not _mentions_anaphor(subject):
+        switched = _switch(anchor.strip(), topic, subject)
+        if switched is not None:
+            return switched
     missing = set(lexical.terms(topic)) - set(lexical.terms(current))
     if not missing:
         return current

@@ -163,6 +163,7 @@ def retrieve(index: SearchIndex, query_vector: np.ndarray, query_terms: list[str
     if SENTENCE_WEIGHT:
         sentence = best_sentence_cosines(index, pool, query_vector)
         fused += SENTENCE_WEIGHT * sentence / max(float(sentence.max()), 1e-6)
+    fused /= DENSE_WEIGHT + LEXICAL_WEIGHT + SENTENCE_WEIGHT  # a score in 0..1
     order = np.argsort(-fused, kind="stable")
     hits: list[Hit] = []
     kept_words: list[frozenset[int]] = []

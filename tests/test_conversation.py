@@ -51,6 +51,10 @@ def test_standalone_query_adds_the_topic_of_the_last_self_contained_turn() -> No
          "What does a VP of Product do?"),
         (["Who is the head of product at Bloomberg?", "And how about the CEO"],
          "Who is the CEO?"),
+        (["Where do I get my badge photo taken at the DC office?", "what about in Chicago?"],
+         "Where do I get my badge photo taken in Chicago?"),
+        (["Can I use my personal Docker Hub account for work?", "what about npm?"],
+         "Can I use my personal npm account for work?"),
         # A pronoun in the new subject still needs the topic: no swap.
         (["What does a chief product officer do?", "What about their salary?"],
          "What about their salary? (chief product officer)"),
