@@ -12,7 +12,7 @@ import numpy as np
 
 from service import lexical, markup
 from service.acronyms import initials_match
-from service.answertype import Want, gives
+from service.answertype import NO_WANT, Want, gives
 from service.corpus import Document
 from service.retrieval import Hit, SearchIndex
 
@@ -92,7 +92,7 @@ def _share(weights: Sequence[tuple[Hashable, float]], present: AbstractSet[Hasha
 
 
 def score_sentences(index: SearchIndex, query_vector: np.ndarray, query_terms: Sequence[str],
-                    hits: Sequence[Hit], want: Want = Want()) -> list[ScoredSentence]:
+                    hits: Sequence[Hit], want: Want = NO_WANT) -> list[ScoredSentence]:
     """Every sentence of the hit passages, best first; a sentence that gives the kind of
     answer the question wants (an amount, a time, a name, a verdict) scores higher."""
     scored: list[ScoredSentence] = []
@@ -132,7 +132,7 @@ def confidence(best: ScoredSentence) -> float:
 
 
 def compose_answer(index: SearchIndex, query_vector: np.ndarray, query_terms: Sequence[str],
-                   hits: Sequence[Hit], want: Want = Want(), k: int | None = None,
+                   hits: Sequence[Hit], want: Want = NO_WANT, k: int | None = None,
                    ) -> Answer:
     """Answer from the hits' best sentences; decline when support is too weak. With `k`
     below the number of hits, the extra hits are candidates only: a passage whose sentence

@@ -114,6 +114,9 @@ class Want:
     undefined: tuple[tuple[str, str], ...] = ()
 
 
+NO_WANT = Want()
+
+
 def wanted(question: str, known: Acronyms | None = None) -> Want:
     defined = known.spelled_out(question) if known else []
     stems = {a for a, _ in defined}

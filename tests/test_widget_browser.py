@@ -472,7 +472,13 @@ def test_script_and_markup_payloads_never_execute(
     watch = open_page(f"{origins.service}/")
     page = watch.page
     open_panel(page)
-    for question in (XSS_QUESTION, "Where is the red ledger of the Zephyr lighthouse kept?"):
+    # A question full of markup may be answered or declined (its tags dilute it); either way
+    # it shows as text. The plain one is answered with highlights inside the hostile document.
+    bubble, reply = ask(page, XSS_QUESTION)
+    expect(widget(page, ".log > .m.u").last).to_have_text(XSS_QUESTION)
+    assert any(c["doc_id"] == XSS_DOC_ID for c in reply["citations"]), reply
+    for question in ("Who writes in the red ledger?",
+                     "Where is the red ledger of the Zephyr lighthouse kept?"):
         bubble, reply = ask(page, question)
         cited = next(c for c in reply["citations"] if c["doc_id"] == XSS_DOC_ID)
         assert reply["answered"] and cited["highlights"], reply
