@@ -202,7 +202,8 @@ def shown_sentence(doc: Document, view: str, start: int, end: int, limit: int) -
         line_start = doc.text.rfind("\n", 0, start) + 1
         line_end = doc.text.find("\n", start)
         line_end = len(doc.text) if line_end < 0 else line_end
-        if markup.is_table_row(doc.text[line_start:line_end]) and end >= line_end - 1:
+        whole_row = not doc.text[end:line_end].strip(" \t|")
+        if markup.is_table_row(doc.text[line_start:line_end]) and whole_row:
             cells = markup.row_cells(doc.text, view, line_start, line_end)
             header = markup.table_header(doc.text, view, line_start)
             if header and len(header) == len(cells) and header != cells:

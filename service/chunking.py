@@ -270,7 +270,11 @@ def _sections(text: str, raw: str | None = None) -> Iterator[tuple[str, list[Spa
         if raw is not None and current and markup.is_table_rule(raw[start:end]):
             continue
         following = text[lines[i + 1][0] : lines[i + 1][1]] if i + 1 < len(lines) else ""
-        kind, content = classify_line(line, following, lone=_is_lone(text, lines, i))
+        if raw is not None and line.strip() and markup.is_table_row(raw[start:end]):
+            # A table row is always text: a header row alone above its rule is not a heading.
+            kind, content = "text", len(line) - len(line.lstrip())
+        else:
+            kind, content = classify_line(line, following, lone=_is_lone(text, lines, i))
         if kind == "text":
             content_start = start + content
             current = (current[0], end) if current else (content_start, end)

@@ -82,23 +82,26 @@ def embedding_input(doc: Document, chunk: Chunk, view: str | None = None,
     row of a table the chunk starts inside), then its visible text (`view`, default the text);
     and the sentence spans relative to that input. Context helps retrieval and is never cited."""
     view = doc.text if view is None else view
-    context = [chunk.heading or doc.title]
-    if markup.is_markdown(doc.id):
-        header = markup.table_header(doc.text, view, _line_start(doc.text, chunk.start))
-        context.append(" | ".join(header))
-    prefix = "".join(f"{c}\n" for c in context if c)
+    prefix = "".join(f"{c}\n" for c in (chunk.heading or doc.title, _table_header(doc, chunk, view))
+                     if c)
     shift = len(prefix) - chunk.start
     return prefix + view[chunk.start : chunk.end], [(s + shift, e + shift)
                                                     for s, e in chunk.sentences]
 
 
-def _line_start(text: str, offset: int) -> int:
-    return text.rfind("\n", 0, offset) + 1
+def _table_header(doc: Document, chunk: Chunk, view: str) -> str:
+    """The header row of the Markdown table a chunk starts inside ('' if none)."""
+    if not markup.is_markdown(doc.id):
+        return ""
+    line_start = doc.text.rfind("\n", 0, chunk.start) + 1
+    return " | ".join(markup.table_header(doc.text, view, line_start))
 
 
 def lexical_terms(doc: Document, chunk: Chunk, view: str | None = None) -> list[str]:
+    """What BM25 counts for a chunk: the title, heading and table header, then its visible text."""
     view = doc.text if view is None else view
-    return lexical.terms(f"{doc.title}\n{chunk.heading}\n{view[chunk.start:chunk.end]}")
+    return lexical.terms(f"{doc.title}\n{chunk.heading}\n{_table_header(doc, chunk, view)}\n"
+                         f"{view[chunk.start:chunk.end]}")
 
 
 def corpus_fingerprint(corpus_dir: Path) -> str:

@@ -18,6 +18,7 @@ from service.answer import (
     coverage,
     score_sentences,
 )
+from service.answertype import wanted
 from service.indexing import build_index
 from service.retrieval import SearchIndex, load_index, retrieve
 from service.settings import Settings
@@ -118,3 +119,90 @@ def test_confidence_grows_with_both_signals() -> None:
     assert confidence(s(0.8, 0.5)) > confidence(s(0.4, 0.5))
     assert confidence(s(0.6, 0.9)) > confidence(s(0.6, 0.1))
     assert 0.0 < confidence(s(0.0, 0.0)) < confidence(s(1.0, 1.0)) < 1.0
+
+
+def test_confidence_counts_the_kind_of_answer() -> None:
+    plain = ScoredSentence(0, 0, 0, 1, 0.0, 0.5, 0.5)
+    typed = ScoredSentence(0, 0, 0, 1, 0.0, 0.5, 0.5, typed=True)
+    assert confidence(typed) > confidence(plain)
+
+
+HANDBOOK = """---
+title: Awards
+---
+
+## Year-end awards
+
+Awards are paid in the spring, once every review is done, and they depend on the **budget**.
+
+| Rating | Award |
+| ------ | ----- |
+| Level 5 | Up to 3.85% of pay |
+| Level 4 | Up to 2.1% of pay |
+
+## Leave
+
+Ask the [Chief Executive Officer](https://example.org/ceo) before you take more than a week.
+"""
+
+
+@pytest.fixture
+def handbook(tmp_path: Path, fake_encoder: FakeEncoder) -> SearchIndex:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "awards.md").write_text(HANDBOOK, "utf-8")
+    settings = Settings(corpus_dir=corpus, index_dir=tmp_path / "index", chunk_chars=200)
+    build_index(settings, encoder=fake_encoder)
+    return load_index(settings.index_dir)
+
+
+def _ask(index: SearchIndex, encoder: FakeEncoder, question: str) -> answer_module.Answer:
+    vector = encoder.encode_queries([question])[0]
+    terms = lexical.terms(question)
+    return compose_answer(index, vector, terms, retrieve(index, vector, terms, 3),
+                          wanted(question, index.acronyms))
+
+
+def test_a_table_row_is_quoted_with_its_header(handbook: SearchIndex,
+                                               fake_encoder: FakeEncoder) -> None:
+    result = _ask(handbook, fake_encoder, "How big is the award for Level 4?")
+    assert result.answered
+    assert result.text.startswith("Rating: Level 4; Award: Up to 2.1% of pay [")
+    cited = result.citations[0]
+    row = HANDBOOK.index("| Level 4")
+    assert cited.highlights[0][0] == row + 2 and HANDBOOK[cited.start:cited.end] == cited.text
+
+
+def test_markdown_answers_show_no_markup(handbook: SearchIndex,
+                                         fake_encoder: FakeEncoder) -> None:
+    result = _ask(handbook, fake_encoder, "When are awards paid, and what do they depend on?")
+    assert result.text.startswith("Awards are paid in the spring, once every review is done, "
+                                  "and they depend on the budget. [")
+    assert handbook.documents["awards.md"].title == "Awards"
+    for cited in result.citations:
+        assert HANDBOOK[cited.start:cited.end] == cited.text  # the citation keeps the markup
+
+
+def test_an_undefined_abbreviation_matches_its_spelled_out_form(
+        handbook: SearchIndex, fake_encoder: FakeEncoder) -> None:
+    question = "Who do I ask, the CEO?"
+    vector = fake_encoder.encode_queries([question])[0]
+    terms = lexical.terms(question)
+    hits = retrieve(handbook, vector, terms, 3)
+    with_abbreviation = score_sentences(handbook, vector, terms, hits,
+                                        wanted(question, handbook.acronyms))
+    without = score_sentences(handbook, vector, terms, hits)
+    leave = next(s for s in with_abbreviation if "Chief Executive" in HANDBOOK[s.start:s.end])
+    before = next(s for s in without if s.start == leave.start)
+    assert leave.coverage > before.coverage
+
+
+def test_the_sentence_that_gives_the_wanted_kind_wins(handbook: SearchIndex,
+                                                      fake_encoder: FakeEncoder) -> None:
+    question = "How much is the Level 5 award?"
+    vector = fake_encoder.encode_queries([question])[0]
+    terms = lexical.terms(question)
+    hits = retrieve(handbook, vector, terms, 3)
+    typed = score_sentences(handbook, vector, terms, hits, wanted(question))
+    best = HANDBOOK[typed[0].start:typed[0].end]
+    assert typed[0].typed and "3.85%" in best

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.chunking import HARD_MAX_CHARS, classify_line, split, split_sentences
+from service.chunking import HARD_MAX_CHARS, Chunk, classify_line, split, split_sentences
 from service.corpus import Document, parse_file
 from tests.conftest import SEED_CORPUS
 
@@ -162,3 +162,25 @@ def test_every_line_pattern_is_linear_on_hostile_input(
         classify_line(line, lone=False)
         split_sentences(line, 0, len(line))
         split(Document("hostile.txt", "t", line + "\n" + line), 700)
+
+
+def test_markdown_markup_never_decides_chunks() -> None:
+    text = ("---\ntitle: Leave\n---\n\n{% alert %}\nRead the [chart](https://x.org/c).\n"
+            "{% endalert %}\n\n## Kinds\n\n| Kind | Days |\n| ---- | ---- |\n| Annual | 13 |\n"
+            "| Sick | 13 |\n\nAsk your **supervisor** first.\n")
+    doc = Document("leave.md", "Leave", text)
+    chunks = split(doc, 700)
+    # Front matter and tag-only lines are not text; each table row is a sentence, and the
+    # header row is text in the same chunk as the body rows, not a heading.
+    assert [(c.heading, [text[s:e] for s, e in c.sentences]) for c in chunks] == [
+        ("", ["Read the [chart](https://x.org/c)."]),
+        ("Kinds", ["Kind | Days", "Annual | 13", "Sick | 13", "Ask your **supervisor** first."]),
+    ]
+    _check_doc_invariants(doc, chunks)
+
+
+def _check_doc_invariants(doc: Document, chunks: list[Chunk]) -> None:
+    for c in chunks:
+        assert 0 <= c.start < c.end <= len(doc.text)
+        for s, e in c.sentences:
+            assert c.start <= s < e <= c.end

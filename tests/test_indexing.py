@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from service import store
-from service.corpus import CorpusError
-from service.indexing import BuildError, build_index, is_stale
+from service import markup, store
+from service.chunking import split
+from service.corpus import CorpusError, Document
+from service.indexing import BuildError, build_index, embedding_input, is_stale, lexical_terms
 from service.retrieval import load_index
 from service.settings import Settings
 from tests.conftest import FakeEncoder
@@ -92,3 +93,18 @@ def test_cli_builds_into_any_folder(tmp_path: Path, corpus_dir: Path,
     assert store.current_version(tmp_path / "ix") is not None
     (tmp_path / "empty").mkdir()
     assert cli.main(["--corpus", str(tmp_path / "empty"), "--index", str(tmp_path / "ix2")]) == 1
+
+
+def test_table_rows_are_read_with_their_header() -> None:
+    text = ("## Awards\n\nIntro line.\n\n| Rating | Award |\n| --- | --- |\n"
+            + "".join(f"| Level {i} | Up to {i}% of pay |\n" for i in range(1, 40)))
+    doc = Document("a.md", "Awards", text)
+    chunks = split(doc, 200)
+    inside = [c for c in chunks if text[c.start] != "I" and "Level 3" not in text[c.start:c.end]]
+    assert inside, "some chunk starts inside the table"
+    view = markup.visible(text)
+    model_input, spans = embedding_input(doc, inside[-1], view)
+    assert model_input.startswith("Awards\nRating | Award\n")
+    assert "|" not in model_input.split("\n", 2)[2]  # the row itself is read without pipes
+    assert [model_input[s:e] for s, e in spans] == [view[s:e] for s, e in inside[-1].sentences]
+    assert {"rate", "award"} <= set(lexical_terms(doc, inside[-1], view))

@@ -7,9 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service import lexical, store
+from service import lexical, retrieval, store
 from service.indexing import build_index
-from service.retrieval import SearchIndex, check_compatible, load_index, retrieve
+from service.retrieval import (
+    SearchIndex,
+    best_sentence_cosines,
+    check_compatible,
+    load_index,
+    retrieve,
+)
 from service.settings import Settings
 from tests.conftest import FakeEncoder
 
@@ -85,3 +91,35 @@ def test_incompatible_model_is_refused(tmp_path: Path, fake_encoder: FakeEncoder
     with pytest.raises(store.IndexUnavailable, match="encoder"):
         check_compatible(index.manifest, fake_encoder.model, "onnx-int8")
     assert np.allclose(np.linalg.norm(index.vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_best_sentence_cosines_take_each_passages_best(tmp_path: Path,
+                                                       fake_encoder: FakeEncoder) -> None:
+    files = {"a.txt": "Alpha beta gamma. Delta epsilon zeta. Eta theta.",
+             "b.txt": "Iota kappa lambda. Mu nu xi omicron.", "c.txt": "Pi rho sigma tau."}
+    index = _index(tmp_path, files, fake_encoder)
+    vector = fake_encoder.encode_queries(["delta epsilon"])[0]
+    chunks = np.arange(len(index.chunks))
+    best = best_sentence_cosines(index, chunks, vector)
+    expected = [float((index.sentence_matrix(i) @ vector).max()) for i in chunks]
+    assert np.allclose(best, expected, atol=1e-3)
+
+
+def test_one_matching_sentence_lifts_its_passage(tmp_path: Path, fake_encoder: FakeEncoder,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # The answer is the last sentence of a passage about something else.
+    other = ("The cafeteria serves lunch from noon. The menu changes weekly and lists soups, "
+             "salads and a hot dish. Vegetarian options are marked on the board. ")
+    files = {"cafe.txt": other + "Parking permits renew every March.",
+             "parking.txt": "Parking is free on weekends near the parking garage entrance."}
+    index = _index(tmp_path, files, fake_encoder)
+    vector = fake_encoder.encode_queries(["when do parking permits renew"])[0]
+    terms = lexical.terms("when do parking permits renew")
+    monkeypatch.setattr(retrieval, "SENTENCE_WEIGHT", 0.0)
+    without = retrieve(index, vector, terms, 2)
+    monkeypatch.setattr(retrieval, "SENTENCE_WEIGHT", 2.0)
+    with_sentences = retrieve(index, vector, terms, 2)
+    assert index.chunks[with_sentences[0].chunk].doc_id == "cafe.txt"
+    cafe = next(h for h in without if index.chunks[h.chunk].doc_id == "cafe.txt")
+    assert without.index(cafe) > 0 or cafe.score < with_sentences[0].score
+    assert all(0.0 <= h.score <= 1.0 + 1e-6 for h in with_sentences)
