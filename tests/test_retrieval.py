@@ -101,7 +101,7 @@ def test_best_sentence_cosines_take_each_passages_best(tmp_path: Path,
     vector = fake_encoder.encode_queries(["delta epsilon"])[0]
     chunks = np.arange(len(index.chunks))
     best = best_sentence_cosines(index, chunks, vector)
-    expected = [float((index.sentence_matrix(i) @ vector).max()) for i in chunks]
+    expected = [float((index.sentence_matrix(int(i)) @ vector).max()) for i in chunks]
     assert np.allclose(best, expected, atol=1e-3)
 
 
