@@ -1,5 +1,6 @@
 # Everything a newcomer runs. `make serve` and `make test` work on a machine with only
-# Python 3.11 and make: they create .venv and install what they need.
+# Python 3.11 and make: they create .venv and install what they need (`make test` also finds
+# or fetches a Chromium for the widget's browser tests: scripts/browser.py).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -14,7 +15,13 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install install-dev serve index test lint eval bench clean
 
+# 3.11 because the pinned torch==2.13.0 CPU wheel (and so requires-python) is for 3.11 only.
 $(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null || { \
+	  echo "Python 3.11 is needed ($(PYTHON) is not 3.11; the pinned torch CPU wheel is for 3.11)." >&2; \
+	  echo "Get it with 'uv python install 3.11' or 'pyenv install 3.11', then run" >&2; \
+	  echo "make $(MAKECMDGOALS) PYTHON=/path/to/python3.11 (uv python find 3.11 prints it)." >&2; \
+	  exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.runtime: pyproject.toml | $(BIN)/python
@@ -40,6 +47,7 @@ lint: install-dev
 	$(BIN)/mypy
 
 test: lint
+	$(BIN)/python scripts/browser.py
 	$(BIN)/python -m pytest
 
 eval: install

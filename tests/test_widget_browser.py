@@ -34,12 +34,12 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from scripts.browser import find_browser, missing
 from service.encoder import OnnxEncoder, describe_model
 from service.indexing import build_index, encoder_folder
 from service.settings import Settings
 from tests.conftest import ROOT, SEED_CORPUS
 
-CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 STATIC = ROOT / "service" / "static"
@@ -254,11 +254,12 @@ def limited_host(corpus: Path, index: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.is_file():
-        # Fail, never skip: CI installs Chromium (.ci/run), so its absence is a broken setup.
-        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install -y chromium chromium-driver")
+    executable = find_browser()
+    if executable is None:
+        # Fail, never skip; one message without a traceback (`make test` tried to fetch one).
+        pytest.fail(missing(), pytrace=False)
     with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        chromium = pw.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
 
