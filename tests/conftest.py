@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 from collections.abc import Callable, Iterator
@@ -19,6 +20,11 @@ from tests.fakes import FakeEncoder as FakeEncoder  # re-exported for the test m
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_CORPUS = ROOT / "corpus"
+
+# The suite checks the defaults and its own settings, never the caller's: whatever QA_*
+# variables the shell holds are dropped before any test (or server it starts) reads them.
+for _name in [name for name in os.environ if name.upper().startswith("QA_")]:
+    del os.environ[_name]
 
 
 class TooSlow(AssertionError):
