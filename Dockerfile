@@ -1,5 +1,9 @@
-# Cited Q&A service: CPU-only image with the index built at image build time.
-FROM python:3.11-slim
+# Cited Q&A service, two stages: a builder with torch that exports the encoder and builds the
+# index, and a runtime without torch that serves it (onnxruntime + the exported encoder).
+#   docker build -t cited-qa .                            # the serving image
+#   docker build --target builder -t cited-qa-builder .   # the image the index-build Job runs
+
+FROM python:3.11-slim AS builder
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -19,13 +23,43 @@ COPY pyproject.toml README.md ./
 COPY service ./service
 COPY scripts ./scripts
 COPY corpus ./corpus
-RUN pip install .
+RUN pip install '.[build]'
 
 RUN useradd --system --uid 10001 --home-dir /app qa \
     && python scripts/build_index.py \
     && chown -R qa:qa /app/index /app/corpus
+USER 10001
+CMD ["python", "scripts/build_index.py"]
 
-USER qa
+
+FROM python:3.11-slim AS runtime
+
+# No bytecode written at run time: the root filesystem may be read-only.
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1 \
+    QA_CORPUS_DIR=/app/corpus \
+    QA_INDEX_DIR=/app/index
+
+WORKDIR /app
+
+# Serving dependencies only: no torch, sentence-transformers or onnx.
+COPY pyproject.toml README.md ./
+COPY service ./service
+COPY scripts ./scripts
+RUN pip install . \
+    && python -m compileall -q /app/service /app/scripts \
+    && useradd --system --uid 10001 --home-dir /app qa
+
+# The exported encoder travels inside the index folder (index/encoders/), so the runtime needs
+# neither torch nor the export step. In Kubernetes a volume replaces both folders.
+COPY --from=builder --chown=10001:10001 /app/corpus ./corpus
+COPY --from=builder --chown=10001:10001 /app/index ./index
+
+USER 10001
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"]

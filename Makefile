@@ -24,8 +24,9 @@ $(BIN)/python:
 	  exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
+# The serving dependencies plus the build extra (torch, to export the encoder on first build).
 $(VENV)/.runtime: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[build]'
 	touch $@
 
 $(VENV)/.dev: pyproject.toml $(VENV)/.runtime

@@ -239,8 +239,11 @@ class TorchEncoder:
 
     def __init__(self, model: ModelInfo, threads: int = 1) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import torch
-        from sentence_transformers import SentenceTransformer
+        try:
+            import torch
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise EncoderError(_needs_build_extra(exc)) from exc
 
         torch.set_num_threads(threads)
         self.model = model
@@ -276,6 +279,13 @@ class TorchEncoder:
         return vectors, per_span
 
 
+def _needs_build_extra(exc: ImportError) -> str:
+    # The serving install leaves torch out; only exporting or the torch encoder need it.
+    return (f"{exc.name or 'a build dependency'} is not installed: exporting the encoder (and "
+            "QA_ENCODER=torch) needs the build dependencies, `pip install 'cited-qa[build]'` "
+            "(`make install` has them), or build the index with the builder image")
+
+
 def export_onnx(model: ModelInfo, target: Path) -> Path:
     """Export the model to ONNX (pooled unit vector + token vectors) and quantize it to int8.
 
@@ -285,9 +295,12 @@ def export_onnx(model: ModelInfo, target: Path) -> Path:
     if (target / INFO_FILE).is_file():
         return target
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from sentence_transformers import SentenceTransformer
+    try:
+        import torch
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise EncoderError(_needs_build_extra(exc)) from exc
 
     st = SentenceTransformer(str(model.path), device="cpu", local_files_only=True)
     transformer: Any = st[0].auto_model

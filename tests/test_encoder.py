@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -17,6 +20,8 @@ from service.encoder import (
     TorchEncoder,
     _small_batches,
 )
+from service.settings import Settings
+from tests.conftest import ROOT
 
 PASSAGES = [
     "A head of product leads the product team and owns the roadmap.",
@@ -88,3 +93,52 @@ def test_int8_export_agrees_with_sentence_transformers(real_encoder_dir: Path,
     q_fast = onnx_encoder.encode_queries([query])[0]
     q_slow = reference.encode_queries([query])[0]
     assert float(q_fast @ q_slow) > 0.98
+
+
+# Run in a fresh interpreter where the build extra's packages cannot be imported, as in the
+# serving image: the app loads the exported encoder and answers; exporting says what is missing.
+WITHOUT_BUILD_EXTRA = """
+import importlib.abc, json, sys
+from pathlib import Path
+
+BLOCKED = {"torch", "sentence_transformers", "transformers", "onnx"}
+
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Blocker())
+from fastapi.testclient import TestClient
+from service.app import create_app
+from service.encoder import EncoderError, describe_model, export_onnx
+from service.settings import Settings
+
+corpus, index, scratch = map(Path, sys.argv[1:4])
+with TestClient(create_app(Settings(corpus_dir=corpus, index_dir=index))) as client:
+    reply = client.post("/api/ask", json={"question": "What does a head of product do?"})
+try:
+    export_onnx(describe_model(None), scratch / "encoder")
+    problem = ""
+except EncoderError as exc:
+    problem = str(exc)
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+print(json.dumps({"status": reply.status_code, "citations": len(reply.json()["citations"]),
+                  "problem": problem, "loaded": loaded}))
+"""
+
+
+def test_serving_needs_none_of_the_build_dependencies(real_settings: Settings,
+                                                      tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_BUILD_EXTRA, str(real_settings.corpus_dir),
+         str(real_settings.index_dir), str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["status"] == 200 and result["citations"] >= 1
+    assert result["loaded"] == []
+    assert result["problem"].startswith("torch is not installed: exporting the encoder")
+    assert "pip install 'cited-qa[build]'" in result["problem"]
