@@ -64,8 +64,9 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"]
 # JSON logs; X-Forwarded-For is believed only from QA_TRUSTED_PROXIES (set it behind a proxy).
-# Connection limits as in the Makefile's UVICORN_LIMITS (README, "Operations").
-CMD ["uvicorn", "--factory", "service.app:create_app", "--host", "0.0.0.0", "--port", "8000", \
+# scripts/serve.py is uvicorn with QA_WORKERS processes (default 1) and shared metrics files;
+# connection limits as in the Makefile's UVICORN_LIMITS (README, "Operations").
+CMD ["python", "scripts/serve.py", "--host", "0.0.0.0", "--port", "8000", \
      "--log-config", "service/log_config.json", "--no-proxy-headers", \
      "--http", "h11", "--h11-max-incomplete-event-size", "16384", "--timeout-keep-alive", "5", \
      "--limit-concurrency", "512", "--backlog", "512"]

@@ -39,9 +39,11 @@ install-dev: $(VENV)/.dev
 index: install
 	$(BIN)/python scripts/build_index.py
 
+# WORKERS=N (or QA_WORKERS) runs N uvicorn worker processes; scripts/serve.py passes the rest
+# of the line to uvicorn.
 serve: install
 	$(BIN)/python scripts/build_index.py --if-stale
-	exec $(BIN)/uvicorn --factory service.app:create_app --host $(HOST) --port $(PORT) --log-config service/log_config.json --no-proxy-headers $(UVICORN_LIMITS)
+	$(if $(WORKERS),QA_WORKERS=$(WORKERS) )exec $(BIN)/python scripts/serve.py --host $(HOST) --port $(PORT) --log-config service/log_config.json --no-proxy-headers $(UVICORN_LIMITS)
 
 lint: install-dev
 	$(BIN)/ruff check service scripts tests eval bench

@@ -264,7 +264,7 @@ def serving(questions: list[str], index_dir: Path, env: dict[str, str],
         torch_ms = bare_encode_ms(torch_encode, questions, 3)
         throughput = http_load.concurrent(server.port, asks, 16, seconds=8.0)
         rss = {"rss_after_load_mb": server.rss_mb()}
-        command = " ".join(["uvicorn", *server.args])
+        command = " ".join([*server.program, *server.args])
     with Server(env, log=work / "server-cached.log", extra_args=QUIET) as server:
         cached = http_load.sequential(server.port, asks * 20, warmup=len(asks))
     logged_env = {**env, "QA_LOG_LEVEL": "INFO"}

@@ -1,4 +1,5 @@
-"""A uvicorn subprocess on loopback, started the way `make serve` starts it, timed to /readyz."""
+"""The service on loopback, started the way `make serve` starts it (scripts/serve.py, uvicorn
+with QA_WORKERS processes), timed to /readyz."""
 
 from __future__ import annotations
 
@@ -17,16 +18,15 @@ from bench.http_load import Connection, get
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-SERVICE_APP = "service.app:create_app"
 
 
 def serve_arguments(host: str, port: int) -> list[str]:
-    """uvicorn's arguments from the Makefile's `serve` recipe, so the bench measures exactly
-    what `make serve` runs (flags added there are picked up here)."""
+    """scripts/serve.py's arguments from the Makefile's `serve` recipe, so the bench measures
+    exactly what `make serve` runs (flags added there are picked up here)."""
     recipe = (ROOT / "Makefile").read_text("utf-8")
-    match = re.search(r"^\t.*?\buvicorn\s+(.*--factory.*)$", recipe, re.MULTILINE)
+    match = re.search(r"^\t.*?scripts/serve\.py\s+(.*)$", recipe, re.MULTILINE)
     if match is None:
-        return ["--factory", SERVICE_APP, "--host", host, "--port", str(port)]
+        raise RuntimeError("no scripts/serve.py line in the Makefile's serve recipe")
     line = match.group(1).replace("$(HOST)", host).replace("$(PORT)", str(port))
     # Simple `NAME := value` variables of the Makefile (UVICORN_LIMITS) are expanded too.
     for name, value in re.findall(r"^([A-Z_]+) *:= *(.*)$", recipe, re.MULTILINE):
@@ -42,7 +42,8 @@ def free_port() -> int:
 
 
 class Server:
-    """`uvicorn <args>` with `env` added to the bench's environment; stopped by its own PID."""
+    """`make serve`'s command (or `uvicorn <args>` when `args` are given) with `env` added to
+    the bench's environment; stopped by its own PID."""
 
     def __init__(self, env: dict[str, str], args: list[str] | None = None,
                  log: Path | None = None, extra_args: tuple[str, ...] = ()) -> None:
@@ -50,6 +51,8 @@ class Server:
         self.args = (serve_arguments("127.0.0.1", self.port) if args is None
                      else [*args, "--host", "127.0.0.1", "--port", str(self.port)])
         self.args += extra_args
+        self.program = ([str(BIN / "python"), "scripts/serve.py"] if args is None
+                        else [str(BIN / "uvicorn")])
         self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **env}
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
@@ -59,7 +62,7 @@ class Server:
         """Start and wait for /readyz 200; seconds from process start to that answer."""
         out = self.log.open("ab") if self.log else subprocess.DEVNULL
         started = time.perf_counter()
-        self.process = subprocess.Popen([str(BIN / "uvicorn"), *self.args], cwd=ROOT,
+        self.process = subprocess.Popen([*self.program, *self.args], cwd=ROOT,
                                         env=self.env, stdout=out, stderr=subprocess.STDOUT)
         deadline = started + timeout
         while time.perf_counter() < deadline:
@@ -92,6 +95,35 @@ class Server:
             if line.startswith("VmRSS:"):
                 return round(int(line.split()[1]) / 1024, 1)
         raise RuntimeError("no VmRSS in /proc status")
+
+    def processes(self) -> list[int]:
+        """The server's process and its workers."""
+        assert self.process is not None
+        found, todo = [], [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            try:
+                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            except OSError:
+                continue
+            todo += [int(c) for c in children]
+        return found
+
+    def memory_mb(self) -> dict[str, float]:
+        """RSS and PSS summed over the server's processes. PSS splits pages that processes
+        share (libraries, the memory-mapped index) between them, so it adds up honestly."""
+        totals = {"rss_mb": 0.0, "pss_mb": 0.0}
+        for pid in self.processes():
+            try:
+                rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+            except OSError:
+                continue
+            for line in rollup:
+                name, _, rest = line.partition(":")
+                if name in ("Rss", "Pss"):
+                    totals[f"{name.lower()}_mb"] += int(rest.split()[0]) / 1024
+        return {k: round(v, 1) for k, v in totals.items()}
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

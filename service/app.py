@@ -10,7 +10,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 
 from service import store
 from service.admin import Admin
@@ -19,10 +18,16 @@ from service.api import router
 from service.encoder import Encoder, describe_model
 from service.engine import Engine, ReloadWatcher
 from service.limits import REFUSALS, AnswerLimitMiddleware, BodyLimitMiddleware, Capacity
-from service.observability import Metrics, ObservabilityMiddleware, metrics_endpoint
+from service.observability import (
+    Metrics,
+    ObservabilityMiddleware,
+    SharedCapacity,
+    metrics_endpoint,
+    worker_exited,
+)
 from service.ratelimit import ClientIdentity, RateLimiter, RateLimitMiddleware
 from service.retrieval import check_compatible
-from service.settings import Settings
+from service.settings import InvalidSettings, Settings, from_environment
 from service.web import router as web_router
 
 log = logging.getLogger(__name__)
@@ -52,12 +57,9 @@ def load_settings() -> Settings:
     """Settings from the environment. A bad value stops the boot naming the variable, never
     echoing the value: it may be the admin token."""
     try:
-        return Settings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"QA_{'_'.join(map(str, e['loc'])).upper()}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors())
-        raise StartupError(f"invalid configuration: {problems}") from None
+        return from_environment()
+    except InvalidSettings as exc:
+        raise StartupError(str(exc)) from None
 
 
 def _safe(text: object) -> str:
@@ -97,6 +99,7 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
         finally:
             if watcher is not None:
                 watcher.stop()
+            worker_exited(settings.metrics_dir)
 
     app = FastAPI(
         title="Cited Q&A",
@@ -120,10 +123,12 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
         app.state.admin = Admin(settings, engine, encoder)
         app.include_router(admin_router)
     app.add_exception_handler(RequestValidationError, validation_error)
-    capacity = Capacity(settings.max_concurrency)
+    shared = settings.metrics_dir
+    capacity = SharedCapacity(settings.max_concurrency) if shared else Capacity(
+        settings.max_concurrency)
     identity = ClientIdentity(settings.trusted_proxies)
     app.state.client_identity = identity
-    app.state.metrics = Metrics(engine, capacity)
+    app.state.metrics = Metrics(engine, capacity, shared_dir=shared)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     # The last added runs first: observability sees every response, CORS headers reach the
     # refusals, and a refused request costs no body read and no answering slot.

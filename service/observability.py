@@ -10,9 +10,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import generate_latest as render
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from starlette.requests import ClientDisconnect, Request
@@ -40,20 +41,31 @@ _SANE_ID = re.compile(r"[A-Za-z0-9._:=+/-]{1,128}", re.ASCII)
 
 
 class Metrics:
-    """Every metric of one app, in its own registry (tests build many apps in one process)."""
+    """Every metric of one app, in its own registry (tests build many apps in one process).
 
-    def __init__(self, engine: Engine, capacity: Capacity | None = None) -> None:
+    With `shared_dir` (several worker processes, prometheus_client in multiprocess mode) the
+    counters, histograms and answering gauges live in files there, and a scrape of any worker
+    sums every worker's; the index figures and `process_*` are the answering worker's own.
+    """
+
+    def __init__(self, engine: Engine, capacity: Capacity | None = None,
+                 shared_dir: Path | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # In multiprocess mode the values are read back from the files, so the metric objects
+        # must not be in the exposed registry as well (they would be counted twice).
+        own = CollectorRegistry() if shared_dir is not None else self.registry
         self.requests = Counter("qa_http_requests", "HTTP requests by route template and status.",
-                                ["method", "route", "status"], registry=self.registry)
+                                ["method", "route", "status"], registry=own)
         self.latency = Histogram("qa_http_request_duration_seconds",
                                  "Time from request to the end of the response.",
-                                 ["method", "route"], buckets=LATENCY_BUCKETS,
-                                 registry=self.registry)
+                                 ["method", "route"], buckets=LATENCY_BUCKETS, registry=own)
         self.answers = Counter("qa_answers", "Answers given, by route and outcome "
                                "(answered, or declined because the text does not say).",
-                               ["route", "outcome"], registry=self.registry)
-        self.registry.register(_ServingCollector(engine, capacity))
+                               ["route", "outcome"], registry=own)
+        if shared_dir is not None:
+            MultiProcessCollector(self.registry, path=str(shared_dir))  # type: ignore[no-untyped-call]
+        self.registry.register(_ServingCollector(
+            engine, None if isinstance(capacity, SharedCapacity) else capacity))
         ProcessCollector(registry=self.registry)
         # `labels()` validates and locks on every call; the label sets seen are few and fixed.
         self._request_children: dict[tuple[str, str, int], Callable[[], None]] = {}
@@ -80,6 +92,40 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return render(self.registry)
+
+
+class SharedCapacity(Capacity):
+    """A `Capacity` that also writes its counts to multiprocess gauges, so /metrics shows the
+    answers in flight and waiting summed over live workers, whichever worker is scraped."""
+
+    def __init__(self, limit: int, queue_wait: float = 0.25) -> None:
+        super().__init__(limit, queue_wait)
+        self._in_flight = Gauge("qa_answers_in_flight", "Answers being computed now.",
+                                registry=None, multiprocess_mode="livesum")
+        self._waiting = Gauge("qa_answers_waiting", "Requests waiting for a free slot.",
+                              registry=None, multiprocess_mode="livesum")
+
+    async def acquire(self) -> bool:
+        if self.in_flight >= self.limit or self.waiting:
+            self._waiting.set(self.waiting + 1)  # about to queue inside the base class
+        try:
+            return await super().acquire()
+        finally:
+            self._publish()
+
+    def release(self) -> None:
+        super().release()
+        self._publish()
+
+    def _publish(self) -> None:
+        self._in_flight.set(self.in_flight)
+        self._waiting.set(self.waiting)
+
+
+def worker_exited(shared_dir: Path | None) -> None:
+    """Drop this worker's live gauges from the shared files when it stops."""
+    if shared_dir is not None:
+        mark_process_dead(os.getpid(), str(shared_dir))  # type: ignore[no-untyped-call]
 
 
 class _ServingCollector(Collector):

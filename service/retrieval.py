@@ -35,6 +35,8 @@ SENTENCE_WEIGHT = 0.2
 CANDIDATES = 50
 DUPLICATE_COSINE = 0.97
 DUPLICATE_OVERLAP = 0.8
+# FAISS maps the stored vectors of flat and HNSW indexes from the file instead of copying them.
+MMAP_FLAGS = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
 
 
 @dataclass(frozen=True)
@@ -107,9 +109,13 @@ def load_index(index_dir: Path, version: str | None = None) -> SearchIndex:
         rows = json.loads((folder / CHUNKS).read_text("utf-8"))["chunks"]
         chunks = [Chunk(order[r[0]], r[1], r[2], r[3], tuple((s, e) for s, e in r[4]))
                   for r in rows]
-        vectors = np.load(folder / VECTORS, allow_pickle=False)
-        sentence_vectors = np.load(folder / SENTENCE_VECTORS, allow_pickle=False)
-        dense = faiss.read_index(str(folder / DENSE))
+        # Memory-mapped, read-only: the page cache holds one copy of a version's big arrays
+        # for every worker process and replica on the machine, instead of one per process.
+        # Published versions never change, and a pruned file stays mapped until released.
+        vectors = np.load(folder / VECTORS, allow_pickle=False, mmap_mode="r")
+        sentence_vectors = np.load(folder / SENTENCE_VECTORS, allow_pickle=False,
+                                   mmap_mode="r")
+        dense = faiss.read_index(str(folder / DENSE), MMAP_FLAGS)
         lex = lexical.load(folder)
         views = {d: markup.view_of(d, doc.text) for d, doc in documents.items()}
         words, sentence_terms = termsets.load(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 EncoderKind = Literal["onnx-int8", "torch"]
@@ -14,7 +14,7 @@ EncoderKind = Literal["onnx-int8", "torch"]
 class Settings(BaseSettings):
     """Service and builder settings; see the README's configuration table."""
 
-    model_config = SettingsConfigDict(env_prefix="QA_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="QA_", extra="ignore", populate_by_name=True)
 
     corpus_dir: Path = Path("corpus")
     index_dir: Path = Path("index")
@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     docs_enabled: bool = False
     log_questions: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Worker processes `scripts/serve.py` starts (`make serve WORKERS=N`).
+    workers: int = Field(default=1, ge=1, le=64)
+    # Where worker processes keep their metric files (prometheus_client's own variable, which
+    # it reads too); the launcher makes a temporary one for QA_WORKERS > 1.
+    metrics_dir: Path | None = Field(default=None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
 
     @field_validator("allowed_origins", "trusted_proxies", mode="before")
     @classmethod
@@ -62,3 +67,19 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("QA_ADMIN_TOKEN must be at least 32 characters (or unset)")
         return value
+
+
+class InvalidSettings(ValueError):
+    """The environment holds a bad value; the message names the variable, never the value."""
+
+
+def from_environment() -> Settings:
+    """Settings from the environment, with a one-line message for bad values (a value is
+    never echoed: it may be the admin token)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"QA_{'_'.join(map(str, e['loc'])).upper()}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors())
+        raise InvalidSettings(f"invalid configuration: {problems}") from None

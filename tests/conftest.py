@@ -22,8 +22,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SEED_CORPUS = ROOT / "corpus"
 
 # The suite checks the defaults and its own settings, never the caller's: whatever QA_*
-# variables the shell holds are dropped before any test (or server it starts) reads them.
-for _name in [name for name in os.environ if name.upper().startswith("QA_")]:
+# variables the shell holds (and prometheus_client's, which Settings reads too) are dropped
+# before any test, or server it starts, reads them.
+for _name in [name for name in os.environ
+              if name.upper().startswith("QA_") or name.upper() == "PROMETHEUS_MULTIPROC_DIR"]:
     del os.environ[_name]
 
 

@@ -1,0 +1,81 @@
+"""scripts/serve.py: several uvicorn workers on one index, each reloading it, one /metrics."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from scripts.serve import main
+from service.indexing import build_index
+from tests.conftest import SEED_CORPUS
+from tests.servers import real_index, service
+
+QUESTION = {"question": "What does a head of product do?"}
+
+
+def metric(text: str, name: str) -> float:
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    assert found, f"{name} not in /metrics"
+    return float(found.group(1))
+
+
+def answered(metrics: Iterable[Metric]) -> float:
+    return sum(sample.value for family in metrics for sample in family.samples
+               if sample.name == "qa_answers_total")
+
+
+def ask_fresh(url: str) -> httpx.Response:
+    # A new connection each time, so the kernel spreads the requests over the workers.
+    with httpx.Client(timeout=10) as client:
+        return client.post(f"{url}/api/ask", json=QUESTION)
+
+
+def test_two_workers_reload_and_count_together(tmp_path: Path, real_encoder_dir: Path) -> None:
+    corpus = tmp_path / "corpus"
+    shutil.copytree(SEED_CORPUS, corpus)
+    settings = real_index(corpus, tmp_path / "index", real_encoder_dir)
+    shared = tmp_path / "metrics"
+    env = {"QA_RATE_LIMIT": "0", "PROMETHEUS_MULTIPROC_DIR": str(shared)}
+    with service(settings, tmp_path, workers=2, env=env) as (url, _):
+        first = ask_fresh(url).json()["index_version"]
+        for _ in range(39):
+            assert ask_fresh(url).status_code == 200
+        # Both workers answered some (each keeps its own file of counts) ...
+        per_worker = [answered(MultiProcessCollector.merge([str(path)]))  # type: ignore[no-untyped-call]
+                      for path in sorted(shared.glob("counter_*.db"))]
+        assert len(per_worker) == 2 and min(per_worker) > 0 and sum(per_worker) == 40
+        # ... and every scrape, whichever worker answers it, counts all 40.
+        for _ in range(8):
+            with httpx.Client(timeout=10) as client:
+                text = client.get(f"{url}/metrics").text
+            assert metric(text, 'qa_http_requests_total{method="POST",route="/api/ask",'
+                                'status="200"}') == 40
+            assert metric(text, 'qa_answers_total{outcome="answered",route="/api/ask"}') == 40
+            assert metric(text, "qa_answers_in_flight") == 0
+
+        (corpus / "extra.md").write_text("# Extra\n\nA new page about lighthouses.\n", "utf-8")
+        report = build_index(settings)
+        assert report.version != first
+        # Within the reload interval (0.5 s) plus slack, every worker serves the new version.
+        deadline = time.monotonic() + 5
+        while True:
+            versions = {ask_fresh(url).json()["index_version"] for _ in range(16)}
+            if versions == {report.version} or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert versions == {report.version}
+
+
+def test_a_bad_setting_stops_the_launcher_naming_it(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("QA_WORKERS", "0")
+    assert main(["--port", "1"]) == 1
+    assert capsys.readouterr().err.startswith("invalid configuration: QA_WORKERS:")
