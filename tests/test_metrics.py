@@ -232,7 +232,7 @@ def test_the_uvicorn_log_config_writes_json_and_silences_the_plain_access_log() 
 
 def test_make_serve_uses_the_log_config() -> None:
     serve = [line for line in (ROOT / "Makefile").read_text("utf-8").splitlines()
-             if "scripts/serve.py" in line]
+             if line.startswith("\t") and "scripts/serve.py" in line]
     assert len(serve) == 1 and "--log-config service/log_config.json" in serve[0]
     assert Path(ROOT / "service" / "log_config.json").is_file()
 
