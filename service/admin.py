@@ -18,8 +18,9 @@ from service import sources, store
 from service.encoder import Encoder
 from service.engine import Engine
 from service.jobs import KEEP_JOBS, BuildBusy, BuildJob, BuildJobs
-from service.ratelimit import RateLimiter, retry_after_header
+from service.ratelimit import retry_after_header
 from service.settings import Settings
+from service.sharedlimits import limiter
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,9 @@ class Admin:
         if self.settings.admin_token is None:
             raise ValueError("admin routes need QA_ADMIN_TOKEN")
         self.token = self.settings.admin_token.get_secret_value().encode()
-        self.failures = RateLimiter(self.settings.admin_rate_limit)
+        url = self.settings.redis_url
+        self.failures = limiter(url.get_secret_value() if url else None,
+                                self.settings.admin_rate_limit, "admin-failures")
         self.write_lock = threading.Lock()
         self.jobs = BuildJobs(self.settings, self.engine, self.encoder)
 

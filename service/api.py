@@ -15,6 +15,7 @@ from service.answer import Answer
 from service.conversation import standalone_query
 from service.engine import Engine, NotReady, Snapshot
 from service.limits import ErrorBody
+from service.sharedlimits import mode_of
 
 MAX_QUESTION_CHARS = 1000
 MAX_MESSAGE_CHARS = 4000
@@ -128,6 +129,8 @@ class Ready(BaseModel):
     model: str
     encoder: str
     built_at: str
+    # "per-process", "shared" (through Redis), or "per-process (Redis unreachable)".
+    rate_limits: str = "per-process"
 
 
 # Dependencies are coroutines: a plain `def` one would cost a worker-thread hop per request.
@@ -219,10 +222,12 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", response_model=Ready, tags=["health"])
-def readyz(snapshot: SnapshotDep) -> Ready:
-    """Readiness: an index version is loaded."""
+def readyz(request: Request, snapshot: SnapshotDep) -> Ready:
+    """Readiness: an index version is loaded. Rate limits falling back to per-process ones
+    (Redis unreachable) are reported, not a reason to stop answering."""
     manifest = snapshot.index.manifest
     return Ready(status="ready", index_version=snapshot.version,
                  documents=len(snapshot.index.documents), chunks=len(snapshot.index.chunks),
                  model=manifest["model"]["name"], encoder=manifest["encoder"]["kind"],
-                 built_at=manifest["built_at"])
+                 built_at=manifest["built_at"],
+                 rate_limits=mode_of(getattr(request.app.state, "limiters", [])))

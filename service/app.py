@@ -25,9 +25,10 @@ from service.observability import (
     metrics_endpoint,
     worker_exited,
 )
-from service.ratelimit import ClientIdentity, RateLimiter, RateLimitMiddleware
+from service.ratelimit import ClientIdentity, RateLimitMiddleware
 from service.retrieval import check_compatible
 from service.settings import InvalidSettings, Settings, from_environment
+from service.sharedlimits import LimiterCollector, SharedLimiter, limiter
 from service.web import router as web_router
 
 log = logging.getLogger(__name__)
@@ -143,9 +144,15 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
                        if admin else None,
                        trusted=admin.carries_token if admin else None,
                        timeout=settings.body_timeout)
+    redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
+    app.state.limiters = [admin.failures] if admin else []
     if settings.rate_limit:
-        app.add_middleware(RateLimitMiddleware, limiter=RateLimiter(settings.rate_limit),
-                           identity=identity)
+        requests = limiter(redis_url, settings.rate_limit, "requests")
+        app.state.limiters.append(requests)
+        app.add_middleware(RateLimitMiddleware, limiter=requests, identity=identity)
+    redis_limited = [lim for lim in app.state.limiters if isinstance(lim, SharedLimiter)]
+    if redis_limited:
+        app.state.metrics.registry.register(LimiterCollector(redis_limited))
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.allowed_origins,

@@ -9,6 +9,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 import anyio
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -69,6 +70,13 @@ class RateLimiter:
         """Forget `key` (e.g. after a successful login following failures)."""
         with self._lock:
             self._buckets.pop(key, None)
+
+    # The event loop's interface, shared with the Redis-backed limiter (service.sharedlimits).
+    async def take(self, key: str) -> float:
+        return self.hit(key)
+
+    async def peek(self, key: str) -> float:
+        return self.retry_after(key)
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -133,6 +141,16 @@ def _bucket_key(address: str) -> str:
         return address
 
 
+class Limiter(Protocol):
+    """What the middleware needs of a limiter: a per-process or a Redis-shared one."""
+
+    per_minute: float
+
+    async def take(self, key: str) -> float: ...
+
+    async def peek(self, key: str) -> float: ...
+
+
 class RateLimitMiddleware:
     """Answers 429 with `Retry-After` once a client passes its allowance (pure ASGI).
 
@@ -141,7 +159,7 @@ class RateLimitMiddleware:
     instead of a request parse per microsecond, so the others do not feel it.
     """
 
-    def __init__(self, app: ASGIApp, limiter: RateLimiter, identity: ClientIdentity,
+    def __init__(self, app: ASGIApp, limiter: Limiter, identity: ClientIdentity,
                  exempt: frozenset[str] = EXEMPT_PATHS, delay: float = 1.0) -> None:
         self.app = app
         self.limiter = limiter
@@ -154,13 +172,13 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         client = self.identity.of(scope)
-        wait = self.limiter.hit(client)
+        wait = await self.limiter.take(client)
         if wait == 0.0:
             await self.app(scope, receive, send)
             return
         if self.delay > 0:
             await anyio.sleep(min(wait, self.delay))
-            wait = self.limiter.retry_after(client)
+            wait = await self.limiter.peek(client)
         per_minute = f"{self.limiter.per_minute:g}"
         body = json.dumps({"detail": f"too many requests: the limit is {per_minute} a minute "
                                      f"per client; retry in {retry_after_header(wait)} s"}).encode()

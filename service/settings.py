@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     docs_enabled: bool = False
     log_questions: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Rate limits and the failed-admin allowance shared by every process and replica.
+    redis_url: SecretStr | None = None
     # Worker processes `scripts/serve.py` starts (`make serve WORKERS=N`).
     workers: int = Field(default=1, ge=1, le=64)
     # Where worker processes keep their metric files (prometheus_client's own variable, which

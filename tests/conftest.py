@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
 from collections.abc import Callable, Iterator
@@ -20,13 +19,6 @@ from tests.fakes import FakeEncoder as FakeEncoder  # re-exported for the test m
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_CORPUS = ROOT / "corpus"
-
-# The suite checks the defaults and its own settings, never the caller's: whatever QA_*
-# variables the shell holds (and prometheus_client's, which Settings reads too) are dropped
-# before any test, or server it starts, reads them.
-for _name in [name for name in os.environ
-              if name.upper().startswith("QA_") or name.upper() == "PROMETHEUS_MULTIPROC_DIR"]:
-    del os.environ[_name]
 
 
 class TooSlow(AssertionError):

@@ -90,3 +90,107 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     except (ProcessLookupError, PermissionError):
         pass
     proc.wait()
+
+
+class RedisServer:
+    """Debian's redis-server on a free loopback port in a temporary folder, no persistence;
+    stopped and started again by the tests that need Redis to go away."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.folder), "--protected-mode", "yes"],
+            stdout=(self.folder / "redis.log").open("ab"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        log = (self.folder / "redis.log").read_text()
+        raise RuntimeError(f"redis-server did not start:\n{log}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+@contextmanager
+def redis_server(folder: Path) -> Iterator[RedisServer]:
+    server = RedisServer(folder)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+HAPROXY = """global
+    maxconn 512
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+    # A request a replica could not answer (refused, reset, or closed without a response:
+    # gone) is retried on the other one; answers have no side effects, so a retry is safe.
+    retries 3
+    option redispatch 1
+    retry-on conn-failure empty-response response-timeout
+    option http-buffer-request
+frontend qa
+    bind 127.0.0.1:{port}
+    default_backend replicas
+backend replicas
+    balance roundrobin
+    option httpchk GET /readyz
+    default-server inter 200ms fall 2 rise 2
+{servers}
+"""
+
+
+@contextmanager
+def haproxy(backends: list[str], folder: Path) -> Iterator[str]:
+    """Debian's haproxy in the foreground, round-robin over `backends` (URLs), health-checked
+    on /readyz; yields its URL."""
+    port = free_port()
+    servers = "\n".join(f"    server r{i} {url.removeprefix('http://')} check"
+                        for i, url in enumerate(backends))
+    config = folder / "haproxy.cfg"
+    config.write_text(HAPROXY.format(port=port, servers=servers), "utf-8")
+    log = folder / "haproxy.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(["haproxy", "-db", "-f", str(config)], stdout=out,
+                                stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"haproxy did not start:\n{log.read_text()}")
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

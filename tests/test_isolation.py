@@ -25,6 +25,9 @@ HOSTILE = {
     "QA_ALLOWED_ORIGINS": "https://elsewhere.example",
     "QA_TRUSTED_PROXIES": "0.0.0.0/0",
     "QA_MAX_BODY_BYTES": "not a number",
+    "QA_REDIS_URL": "redis://127.0.0.1:1/0",
+    "QA_WORKERS": "3",
+    "PROMETHEUS_MULTIPROC_DIR": "/nonexistent/metrics",
     "qa_max_concurrency": "1",  # pydantic-settings reads names case-insensitively
 }
 # Modules whose tests read defaults, build apps and start a server in a subprocess.
