@@ -42,8 +42,11 @@ def only(kind: str, name: str | None = None) -> dict[str, Any]:
 
 
 def pod_specs() -> list[tuple[str, dict[str, Any]]]:
+    """The pods that run the project's own images (not the optional Redis)."""
     specs = []
     for _, doc in DOCS:
+        if doc["metadata"]["labels"].get("app.kubernetes.io/component") == "redis":
+            continue
         if doc["kind"] in ("Deployment", "Job"):
             specs.append((doc["kind"], doc["spec"]["template"]["spec"]))
         elif doc["kind"] == "CronJob":
@@ -60,7 +63,7 @@ def test_every_manifest_is_valid_against_the_api_schema(
 
 
 def test_the_schema_check_catches_mistakes() -> None:
-    deployment = only("Deployment")
+    deployment = only("Deployment", "cited-qa")
     broken = yaml.safe_load(yaml.safe_dump(deployment))
     broken["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["paht"] = "/"
     with pytest.raises(kubernetes_validate.ValidationError):
@@ -81,7 +84,7 @@ def test_the_kustomization_lists_every_manifest_and_names_every_image() -> None:
 
 
 def test_probes_name_routes_the_service_has(fake_client: TestClient) -> None:
-    container = only("Deployment")["spec"]["template"]["spec"]["containers"][0]
+    container = only("Deployment", "cited-qa")["spec"]["template"]["spec"]["containers"][0]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
@@ -110,7 +113,7 @@ def test_every_pod_runs_as_non_root_on_a_read_only_root_filesystem() -> None:
 
 
 def test_the_server_has_resources_and_mounts_the_index_read_only() -> None:
-    spec = only("Deployment")["spec"]["template"]["spec"]
+    spec = only("Deployment", "cited-qa")["spec"]["template"]["spec"]
     container = spec["containers"][0]
     assert {"cpu", "memory"} <= set(container["resources"]["requests"])
     assert "memory" in container["resources"]["limits"]
@@ -131,11 +134,20 @@ def test_config_and_secret_hold_only_settings_the_service_reads() -> None:
     assert settings.corpus_dir == Path("/data/corpus")
 
 
+def test_the_optional_redis_is_non_root_read_only_and_named_by_the_config() -> None:
+    redis = only("Deployment", "cited-qa-redis")["spec"]["template"]["spec"]
+    assert redis["securityContext"]["runAsNonRoot"] is True
+    assert redis["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    service = only("Service", "cited-qa-redis")
+    hint = (DEPLOY / "configmap.yaml").read_text("utf-8")
+    assert f"redis://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}/0" in hint
+
+
 def test_names_and_selectors_fit_together() -> None:
-    deployment = only("Deployment")
+    deployment = only("Deployment", "cited-qa")
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    assert only("Service")["spec"]["selector"].items() <= labels.items()
+    assert only("Service", "cited-qa")["spec"]["selector"].items() <= labels.items()
     assert only("PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() <= labels.items()
     target = only("HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
