@@ -61,6 +61,16 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            # The URL may hold a password: the message names the variable, not the value.
+            raise ValueError("QA_REDIS_URL must start with redis://, rediss:// or unix://")
+        return value
+
     @field_validator("admin_token")
     @classmethod
     def _token_long_enough(cls, value: SecretStr | None) -> SecretStr | None:

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from service.app import create_app
 from service.ratelimit import RateLimiter
-from service.settings import Settings
+from service.settings import InvalidSettings, Settings, from_environment
 from service.sharedlimits import SharedLimiter, mode_of
 from tests.conftest import FakeEncoder
 from tests.servers import RedisServer, redis_server
@@ -101,3 +101,14 @@ def test_the_app_reports_shared_limits_in_readyz_and_metrics(
         metrics = client.get("/metrics").text
         assert 'qa_rate_limit_shared{limit="requests"} 0.0' in metrics
         assert 'qa_rate_limit_fallbacks_total{limit="requests"} 1.0' in metrics
+
+
+def test_a_redis_url_is_checked_at_boot_without_echoing_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QA_REDIS_URL", "http://user:s3cret@cache:6379")
+    with pytest.raises(InvalidSettings) as info:
+        from_environment()
+    assert str(info.value) == ("invalid configuration: QA_REDIS_URL: QA_REDIS_URL must start "
+                               "with redis://, rediss:// or unix://")
+    monkeypatch.setenv("QA_REDIS_URL", "")
+    assert from_environment().redis_url is None
