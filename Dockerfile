@@ -29,7 +29,6 @@ RUN useradd --system --uid 10001 --home-dir /app qa \
     && python scripts/build_index.py \
     && chown -R qa:qa /app/index /app/corpus
 USER 10001
-CMD ["python", "scripts/build_index.py"]
 
 
 FROM python:3.11-slim AS runtime
