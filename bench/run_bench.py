@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="JSON file for the figures "
                         "(default: bench.json in a new temporary folder)")
     parser.add_argument("--skip", nargs="*", default=[],
-                        choices=["scale", "scale-1m", "lifecycle", "hardening", "scifact"],
+                        choices=["scale", "scale-1m", "lifecycle", "hardening", "scifact",
+                                 "formats"],
                         help="sections to leave out (for quick runs while developing)")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -96,7 +97,8 @@ def run_sections(figures: dict[str, Any], work: Path, skip: set[str]) -> None:
         figures["scale"] = scale_section(work / "indexes" / "scifact", default_index,
                                          with_1m="scale-1m" not in skip)
         print_scale(figures["scale"])
-    for name, title in (("index_lifecycle", "index lifecycle"), ("hardening", "hardening")):
+    for name, title in (("index_lifecycle", "index lifecycle"), ("hardening", "hardening"),
+                        ("formats", "reading PDF and Word files")):
         if name.split("_")[-1] in skip or not (ROOT / "bench" / f"{name}.py").is_file():
             continue
         print(f"\n== {title} ==")

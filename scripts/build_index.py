@@ -16,6 +16,7 @@ from service import store  # noqa: E402
 from service.corpus import CorpusError  # noqa: E402
 from service.encoder import EncoderError  # noqa: E402
 from service.indexing import BuildError, build_index, is_stale  # noqa: E402
+from service.progress import Progress  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 # Document ids listed per kind of change; a first build of a large corpus adds thousands.
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         print(f"building index: {reason}")
     try:
-        report = build_index(settings, strict=args.strict, force=args.force, progress=print)
+        report = build_index(settings, strict=args.strict, force=args.force, progress=print,
+                             tracker=_tracker())
     except (CorpusError, BuildError, EncoderError, store.BuildLocked, OSError) as exc:
         # OSError: a full disk or a failed write; the staging folder is already removed.
         print(f"build failed, nothing published: {exc}", file=sys.stderr)
@@ -68,6 +70,17 @@ def main(argv: list[str] | None = None) -> int:
             more = f" and {len(ids) - SHOWN} more" if len(ids) > SHOWN else ""
             print(f"  {what}: {', '.join(ids[:SHOWN])}{more}")
     return 0
+
+
+def _tracker() -> Progress:
+    """On a terminal, one line rewritten in place a few times a second; otherwise (a log, CI)
+    a plain line every ten seconds."""
+    if sys.stderr.isatty():
+        def live(line: str) -> None:
+            print(f"\r\x1b[K{line}", end="" if "left" in line else "\n", file=sys.stderr,
+                  flush=True)
+        return Progress(live, every=0.2)
+    return Progress(lambda line: print(line, file=sys.stderr, flush=True), every=10.0)
 
 
 def _list(index_dir: Path) -> int:

@@ -17,6 +17,7 @@ from starlette.types import Scope
 from service import sources, store
 from service.encoder import Encoder
 from service.engine import Engine
+from service.indexing import parse_limits
 from service.jobs import KEEP_JOBS, BuildBusy, BuildJob, BuildJobs
 from service.ratelimit import retry_after_header
 from service.settings import Settings
@@ -150,7 +151,8 @@ async def put_document(doc_id: str, request: Request, response: Response,
     def store_file() -> sources.Stored:
         with admin.write_lock:
             return sources.put_source(admin.settings.corpus_dir, doc_id, data,
-                                      admin.settings.max_file_bytes)
+                                      admin.settings.max_file_bytes,
+                                      parse_limits(admin.settings))
 
     try:
         stored = await run_in_threadpool(store_file)

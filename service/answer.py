@@ -53,6 +53,7 @@ class Citation:
     text: str
     score: float
     highlights: tuple[tuple[int, int], ...]
+    page: int | None = None
 
 
 @dataclass(frozen=True)
@@ -237,5 +238,5 @@ def _citations(index: SearchIndex, hits: Sequence[Hit], used: list[int],
         doc = index.documents[chunk.doc_id]
         out.append(Citation(n, doc.id, doc.title, chunk.heading, chunk.start, chunk.end,
                             doc.text[chunk.start : chunk.end], round(hits[h].score, 4),
-                            tuple(sorted(highlights.get(h, [])))))
+                            tuple(sorted(highlights.get(h, []))), doc.page_at(chunk.start)))
     return tuple(out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import unicodedata
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
@@ -14,8 +15,10 @@ from pydantic import BaseModel, Field, field_validator
 from service.answer import Answer
 from service.conversation import standalone_query
 from service.engine import Engine, NotReady, Snapshot
+from service.ingest.registry import format_for
 from service.limits import ErrorBody
 from service.sharedlimits import mode_of
+from service.sources import InvalidSource, SourceNotFound, SourceTooLarge, read_original
 
 MAX_QUESTION_CHARS = 1000
 MAX_MESSAGE_CHARS = 4000
@@ -89,6 +92,9 @@ class CitationOut(BaseModel):
     text: str
     score: float
     highlights: list[Highlight]
+    page: int | None = Field(default=None, description=(
+        "The 1-based page (or slide) of a PDF or PowerPoint original where the passage "
+        "starts; absent for other formats."))
 
 
 class AnswerPart(BaseModel):
@@ -161,7 +167,8 @@ def _response(question: str, answer: Answer, snapshot: Snapshot, started: float,
         "confidence": answer.confidence,
         "citations": [{"n": c.n, "doc_id": c.doc_id, "title": c.title, "heading": c.heading,
                        "start": c.start, "end": c.end, "text": c.text, "score": c.score,
-                       "highlights": [{"start": s, "end": e} for s, e in c.highlights]}
+                       "highlights": [{"start": s, "end": e} for s, e in c.highlights],
+                       **({"page": c.page} if c.page is not None else {})}
                       for c in answer.citations],
         "index_version": snapshot.version,
         "took_ms": round((time.perf_counter() - started) * 1000, 2),
@@ -202,6 +209,52 @@ async def chat(body: ChatRequest, engine: EngineDep, snapshot: SnapshotDep) -> R
              else turns[0].strip())
     answer = await _answer(engine, snapshot, query, body.top_k)
     return _response(body.messages[-1].content, answer, snapshot, started, query)
+
+
+# Originals never run script on this origin: everything but a PDF is sandboxed (scripts,
+# forms, plugins and same-origin access off) and everything but text and PDF is a download.
+# A PDF is shown inline without the sandbox, which would keep browsers' PDF viewers from
+# rendering it; their viewers do not run a PDF's scripts with this origin's rights.
+SOURCE_CSP = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+
+
+@router.get("/api/documents/{doc_id:path}/source", tags=["documents"],
+            response_class=Response,
+            responses={200: {"content": {"application/octet-stream": {}},
+                             "description": "The original file, as it is in the corpus."},
+                       404: {"model": ErrorBody, "description": "No such document or file."},
+                       413: {"model": ErrorBody, "description": "Over QA_MAX_FILE_BYTES."}})
+def document_source(doc_id: str, snapshot: SnapshotDep, request: Request) -> Response:
+    """The original file a document was read from (a PDF opens at `#page=N`)."""
+    doc = snapshot.index.documents.get(doc_id)
+    if doc is None and f"{doc_id}/source" in snapshot.index.documents:
+        # A document whose own id ends in "/source" keeps its plain document route.
+        return Response(document(f"{doc_id}/source", snapshot).model_dump_json(),
+                        media_type="application/json")
+    if doc is None:
+        raise HTTPException(404, f"no document {doc_id!r} in index {snapshot.version}")
+    settings = request.app.state.settings
+    rel = doc.source or doc.id
+    fmt = format_for(rel)
+    try:
+        data = read_original(settings.corpus_dir, rel, settings.max_file_bytes)
+    except SourceTooLarge as exc:
+        raise HTTPException(413, str(exc)) from exc
+    except (SourceNotFound, InvalidSource) as exc:
+        raise HTTPException(404, str(exc)) from exc
+    name = rel.rsplit("/", 1)[-1]
+    inline = fmt is not None and fmt.inline
+    headers = {
+        "Content-Disposition": f"{'inline' if inline else 'attachment'}; "
+                               f"filename*=UTF-8''{quote(name, safe='')}",
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "no-cache",
+        "Referrer-Policy": "no-referrer",
+    }
+    if fmt is None or fmt.name != "pdf":
+        headers["Content-Security-Policy"] = SOURCE_CSP
+    media_type = fmt.media_type if fmt else "application/octet-stream"
+    return Response(data, media_type=media_type, headers=headers)
 
 
 @router.get("/api/documents/{doc_id:path}", response_model=DocumentOut, tags=["documents"],

@@ -188,7 +188,8 @@ def split(doc: Document, max_chars: int = 700) -> list[Chunk]:
     view = markup.view_of(doc.id, doc.text)
     tables = markup.is_markdown(doc.id)
     chunks: list[Chunk] = []
-    for heading, paragraphs in _sections(view, doc.text if tables else None):
+    marked = frozenset(start for start, _ in doc.headings)
+    for heading, paragraphs in _sections(view, doc.text if tables else None, marked):
         pending: list[Span] = []
         for paragraph in paragraphs:
             sentences = [
@@ -257,10 +258,12 @@ def _lines(text: str) -> Iterator[Span]:
         yield start, len(text)
 
 
-def _sections(text: str, raw: str | None = None) -> Iterator[tuple[str, list[Span]]]:
+def _sections(text: str, raw: str | None = None,
+              marked: frozenset[int] = frozenset()) -> Iterator[tuple[str, list[Span]]]:
     """(heading, paragraph spans) per section; noise lines and headings never enter paragraphs.
     With `raw` (the Markdown behind the view `text`), a table's delimiter row, blank in the
-    view, keeps the header row and the body rows in one paragraph."""
+    view, keeps the header row and the body rows in one paragraph. Lines starting at a
+    `marked` offset are headings because the original says so."""
     heading = ""
     paragraphs: list[Span] = []
     current: Span | None = None
@@ -270,7 +273,9 @@ def _sections(text: str, raw: str | None = None) -> Iterator[tuple[str, list[Spa
         if raw is not None and current and markup.is_table_rule(raw[start:end]):
             continue
         following = text[lines[i + 1][0] : lines[i + 1][1]] if i + 1 < len(lines) else ""
-        if raw is not None and line.strip() and markup.is_table_row(raw[start:end]):
+        if start in marked:
+            kind, content = "heading", 0
+        elif raw is not None and line.strip() and markup.is_table_row(raw[start:end]):
             # A table row is always text: a header row alone above its rule is not a heading.
             kind, content = "text", len(line) - len(line.lstrip())
         else:

@@ -102,9 +102,11 @@ class Encoder(Protocol):
         ...
 
     def encode_passages(
-        self, texts: Sequence[str], spans: Sequence[Sequence[Span]], batch_size: int = 32
+        self, texts: Sequence[str], spans: Sequence[Sequence[Span]], batch_size: int = 32,
+        done: Callable[[int], None] | None = None,
     ) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Unit passage vectors and, per passage, unit vectors of its character spans."""
+        """Unit passage vectors and, per passage, unit vectors of its character spans;
+        `done(n)` is told each time n more passages are encoded."""
         ...
 
 
@@ -222,7 +224,8 @@ class OnnxEncoder:
         return vectors
 
     def encode_passages(
-        self, texts: Sequence[str], spans: Sequence[Sequence[Span]], batch_size: int = 32
+        self, texts: Sequence[str], spans: Sequence[Sequence[Span]], batch_size: int = 32,
+        done: Callable[[int], None] | None = None,
     ) -> tuple[np.ndarray, list[np.ndarray]]:
         vectors = np.zeros((len(texts), self.model.dimension), dtype=np.float32)
         per_span: list[np.ndarray] = [np.empty(0)] * len(texts)
@@ -233,6 +236,8 @@ class OnnxEncoder:
                 vectors[i] = pooled[row]
                 per_span[i] = _span_vectors(tokens[row], encodings[row].offsets, spans[i],
                                             pooled[row])
+            if done:
+                done(len(batch))
 
         self._each_batch(texts, batch_size, work)
         return vectors, per_span
@@ -272,7 +277,8 @@ class TorchEncoder:
         return _normalize(pooled)
 
     def encode_passages(
-        self, texts: Sequence[str], spans: Sequence[Sequence[Span]], batch_size: int = 32
+        self, texts: Sequence[str], spans: Sequence[Sequence[Span]], batch_size: int = 32,
+        done: Callable[[int], None] | None = None,
     ) -> tuple[np.ndarray, list[np.ndarray]]:
         vectors = np.zeros((len(texts), self.model.dimension), dtype=np.float32)
         per_span: list[np.ndarray] = [np.empty(0)] * len(texts)
@@ -282,6 +288,8 @@ class TorchEncoder:
             for row, i in enumerate(batch):
                 vectors[i] = pooled[row]
                 per_span[i] = _span_vectors(tokens[row], offsets[row], spans[i], pooled[row])
+            if done:
+                done(len(batch))
         return vectors, per_span
 
 

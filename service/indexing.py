@@ -18,7 +18,14 @@ import numpy as np
 
 from service import lexical, markup, store, termsets
 from service.chunking import Chunk, split
-from service.corpus import Document, Problem, iter_files, read_documents
+from service.corpus import (
+    Document,
+    ParseLimits,
+    Problem,
+    iter_files,
+    read_documents,
+    visible_files,
+)
 from service.encoder import (
     ONNX_EXPORT,
     Encoder,
@@ -28,6 +35,7 @@ from service.encoder import (
     describe_model,
     export_onnx,
 )
+from service.progress import Progress
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,6 +44,9 @@ log = logging.getLogger(__name__)
 CHUNKER_VERSION = 2
 DOCUMENTS, CHUNKS, VECTORS, SENTENCE_VECTORS, DENSE = (
     "documents.jsonl", "chunks.json", "vectors.npy", "sentence_vectors.npy", "dense.faiss")
+# Text extracted from PDF and Office files, by content, beside the versions (not in one: it
+# outlives them, so a build parses only the files that changed).
+EXTRACTED = "extracted"
 
 # Exact inner-product search up to FLAT_MAX passages, HNSW above: one flat query at one thread
 # took ~0.2 ms at 10k vectors here, as much as HNSW's, and ~0.45 ms at 14k, ~0.75 ms at 20k
@@ -102,6 +113,10 @@ def lexical_terms(doc: Document, chunk: Chunk, view: str | None = None) -> list[
     view = doc.text if view is None else view
     return lexical.terms(f"{doc.title}\n{chunk.heading}\n{_table_header(doc, chunk, view)}\n"
                          f"{view[chunk.start:chunk.end]}")
+
+
+def parse_limits(settings: Settings) -> ParseLimits:
+    return ParseLimits(settings.parse_timeout, settings.parse_memory_mb)
 
 
 def corpus_fingerprint(corpus_dir: Path) -> str:
@@ -201,8 +216,10 @@ def build_index(
     force: bool = False,
     encoder: Encoder | None = None,
     progress: Callable[[str], None] = log.info,
+    tracker: Progress | None = None,
 ) -> BuildReport:
-    """Build and publish a new version, or return early if nothing changed (unless `force`)."""
+    """Build and publish a new version, or return early if nothing changed (unless `force`).
+    `progress` gets the build's messages; `tracker` counts files read and chunks embedded."""
     corpus_dir = corpus_dir or settings.corpus_dir
     index_dir = index_dir or settings.index_dir
     started = time.perf_counter()
@@ -222,13 +239,18 @@ def build_index(
                 return BuildReport(current, False, manifest.get("documents", 0),
                                    manifest.get("chunks", 0),
                                    reason="corpus and settings unchanged")
-        docs, problems = read_documents(corpus_dir, settings.max_file_bytes)
+        if tracker:
+            tracker.stage("reading files", sum(1 for _ in visible_files(corpus_dir)))
+        docs, problems = read_documents(
+            corpus_dir, settings.max_file_bytes, limits=parse_limits(settings),
+            cache_dir=index_dir / EXTRACTED, threads=settings.build_threads,
+            on_file=(lambda _: tracker.advance()) if tracker else None)
         if strict and problems:
             raise BuildError("; ".join(str(p) for p in problems))
         if kind == OnnxEncoder.kind:
             export_onnx(model, encoder_folder(index_dir, kind, model))
         report = _build(settings, docs, problems, corpus_hash, settings_hash, model, kind,
-                        index_dir, encoder, progress)
+                        index_dir, encoder, progress, tracker)
         report.seconds = time.perf_counter() - started
         _write_build_time(index_dir, report)
         progress(report.summary())
@@ -245,7 +267,7 @@ def _write_build_time(index_dir: Path, report: BuildReport) -> None:
 def _build(
     settings: Settings, docs: list[Document], problems: Sequence[Problem], corpus_hash: str,
     settings_hash: str, model: ModelInfo, kind: str, index_dir: Path, encoder: Encoder | None,
-    progress: Callable[[str], None],
+    progress: Callable[[str], None], tracker: Progress | None = None,
 ) -> BuildReport:
     version = store.new_version_name()
     by_id = {d.id: d for d in docs}
@@ -281,8 +303,11 @@ def _build(
     if todo:
         progress(f"embedding {len(todo)} chunks ({report.reused} reused)")
         enc = encoder or open_encoder(settings, model, settings.build_threads, index_dir)
+        if tracker:
+            tracker.stage("embedding chunks", len(todo))
         new_vectors, new_spans = enc.encode_passages([inputs[i][0] for i in todo],
-                                                     [inputs[i][1] for i in todo])
+                                                     [inputs[i][1] for i in todo],
+                                                     done=tracker.advance if tracker else None)
         for row, i in enumerate(todo):
             vectors[i] = new_vectors[row]
             sentence_vectors[i] = new_spans[row]
@@ -291,8 +316,11 @@ def _build(
     try:
         with (staging / DOCUMENTS).open("w", encoding="utf-8") as fh:
             for d in docs:
-                fh.write(json.dumps({"id": d.id, "title": d.title, "text": d.text},
-                                    ensure_ascii=False) + "\n")
+                record: dict[str, Any] = {"id": d.id, "title": d.title, "text": d.text,
+                                          "source": d.source}
+                if d.pages:
+                    record["pages"] = list(d.pages)
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
         doc_index = {d.id: i for i, d in enumerate(docs)}
         rows = [[doc_index[c.doc_id], c.start, c.end, c.heading, [list(s) for s in c.sentences],
                  key] for c, key in zip(chunks, keys, strict=True)]

@@ -17,6 +17,7 @@ from service.corpus import CorpusError
 from service.encoder import Encoder, EncoderError
 from service.engine import Engine
 from service.indexing import BuildError, build_index
+from service.progress import Progress
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,10 @@ class BuildJob(BaseModel):
     error: str | None = None
     index_version: str | None = Field(
         default=None, description="The version the service serves once the job has finished.")
+    progress: str | None = Field(
+        default=None, description="While running: the stage, how far it is, its rate and "
+                                  "the time left, e.g. 'embedding chunks: 120/900 (40/s, "
+                                  "about 20s left)'.")
 
 
 def _now() -> str:
@@ -107,9 +112,10 @@ class BuildJobs:
     def _run(self, job: BuildJob) -> None:
         self._update(job.id, status="running", started_at=_now())
         report: BuildReportOut | None = None
+        tracker = Progress(lambda line: self._update(job.id, progress=line), every=1.0)
         try:
             built = build_index(self.settings, force=job.force, strict=job.strict,
-                                encoder=self.encoder)
+                                encoder=self.encoder, tracker=tracker)
             report = BuildReportOut(**asdict(built))
             # Serve it now rather than at the watcher's next poll.
             self.engine.reload_if_changed(retry=True)

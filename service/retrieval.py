@@ -104,7 +104,9 @@ def load_index(index_dir: Path, version: str | None = None) -> SearchIndex:
     manifest = store.verify(folder)
     try:
         docs = [json.loads(line) for line in (folder / DOCUMENTS).read_text("utf-8").splitlines()]
-        documents = {d["id"]: Document(d["id"], d["title"], d["text"]) for d in docs}
+        documents = {d["id"]: Document(d["id"], d["title"], d["text"],
+                                       tuple(d.get("pages", ())), source=d.get("source", ""))
+                     for d in docs}
         order = [d["id"] for d in docs]
         rows = json.loads((folder / CHUNKS).read_text("utf-8"))["chunks"]
         chunks = [Chunk(order[r[0]], r[1], r[2], r[3], tuple((s, e) for s, e in r[4]))

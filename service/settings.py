@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     chunk_chars: int = Field(default=700, ge=200, le=1200)
     max_file_bytes: int = Field(default=20_000_000, ge=1)
     build_threads: int = Field(default=2, ge=1)
+    parse_timeout: float = Field(default=60.0, gt=0)
+    parse_memory_mb: int = Field(default=1024, ge=64)
     keep_versions: int = Field(default=3, ge=1)
 
     allowed_origins: Annotated[list[str], NoDecode] = []
@@ -39,6 +41,9 @@ class Settings(BaseSettings):
     reload_interval: float = Field(default=2.0, ge=0)
     cache_size: int = Field(default=1024, ge=0)
     docs_enabled: bool = False
+    demo_title: str = Field(default="Cited Q&A", min_length=1, max_length=200)
+    # A JSON list of strings, e.g. QA_DEMO_QUESTIONS='["How do I request leave?"]'.
+    demo_questions: list[str] = Field(default=[], max_length=20)
     log_questions: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Rate limits and the failed-admin allowance shared by every process and replica.

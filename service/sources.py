@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 from service import store
-from service.corpus import SUFFIXES, iter_files, parse_file, read_file
+from service.corpus import SUFFIXES, ParseLimits, iter_files, parse_file, read_file
 
 MAX_ID_CHARS = 512
 # NAME_MAX on Linux and most file systems: a longer part fails on write (ENAMETOOLONG).
@@ -83,6 +84,42 @@ def source_path(corpus_dir: Path, doc_id: str) -> Path:
     return target
 
 
+def read_original(corpus_dir: Path, rel: str, max_bytes: int) -> bytes:
+    """The bytes of corpus file `rel`, for showing the original. Refuses a path that leaves the
+    corpus folder or passes through a symlink, anything but a regular file, and files over
+    `max_bytes`; the file is opened without following links, so a swap after the checks
+    cannot lead elsewhere."""
+    root = corpus_dir.resolve()
+    parts = rel.split("/")
+    if not rel or any(p in ("", ".", "..") or p.startswith(".") or "\\" in p for p in parts):
+        raise SourceNotFound(f"no original file for {rel!r}")
+    current = root
+    for part in parts:
+        current = current / part
+        try:
+            info = os.lstat(current)
+        except OSError:
+            raise SourceNotFound(f"the original file {rel!r} is no longer in the corpus") from None
+        if stat.S_ISLNK(info.st_mode):
+            raise InvalidSource(f"the original file {rel!r} is behind a symbolic link, "
+                                "which is not served")
+    try:
+        fd = os.open(current, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOCTTY", 0))
+    except OSError:
+        raise SourceNotFound(f"the original file {rel!r} cannot be opened") from None
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise SourceNotFound(f"the original {rel!r} is not a regular file")
+        if info.st_size > max_bytes:
+            raise SourceTooLarge(f"the original file {rel!r} is {info.st_size:,} bytes, over "
+                                 f"the {max_bytes:,}-byte limit")
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise SourceTooLarge(f"the original file {rel!r} grew past the {max_bytes:,}-byte limit")
+    return data
+
+
 def _ids_elsewhere(corpus_dir: Path, target: Path, max_bytes: int) -> dict[str, str]:
     """Document id -> file, for every file but `target`. A .txt/.md/.html file's id is its
     path, so only .jsonl files need reading."""
@@ -104,14 +141,16 @@ def _ids_elsewhere(corpus_dir: Path, target: Path, max_bytes: int) -> dict[str, 
     return ids
 
 
-def put_source(corpus_dir: Path, doc_id: str, data: bytes, max_bytes: int) -> Stored:
-    """Validate `data` as the builder would and write it as `doc_id`, atomically: a build sees
-    the old file or the new one, never part of it. Raises InvalidSource, writing nothing."""
+def put_source(corpus_dir: Path, doc_id: str, data: bytes, max_bytes: int,
+               limits: ParseLimits | None = None) -> Stored:
+    """Validate `data` as the builder would (binary formats in a child process under
+    `limits`) and write it as `doc_id`, atomically: a build sees the old file or the new one,
+    never part of it. Raises InvalidSource, writing nothing."""
     target = source_path(corpus_dir, doc_id)
     if len(data) > max_bytes:
         raise SourceTooLarge(
             f"{doc_id}: file is {len(data):,} bytes, over the {max_bytes:,}-byte limit")
-    docs, problems = parse_file(doc_id, data, max_bytes)
+    docs, problems = parse_file(doc_id, data, max_bytes, limits or ParseLimits())
     if problems:
         # Stricter than a build, which skips a bad record: an upload can still be fixed.
         raise InvalidSource("; ".join(str(p) for p in problems))

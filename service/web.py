@@ -6,6 +6,7 @@ import gzip
 import hashlib
 from dataclasses import dataclass
 from functools import cache
+from html import escape
 from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
@@ -67,10 +68,29 @@ def demo_css(request: Request) -> Response:
                  {"Cache-Control": "public, max-age=300"})
 
 
+@cache
+def demo_asset(title: str, questions: tuple[str, ...]) -> Asset:
+    """The demo page for the served corpus: its title and example questions come from the
+    settings (QA_DEMO_TITLE, QA_DEMO_QUESTIONS), escaped, never from a corpus file."""
+    try_block = ""
+    if questions:
+        items = "".join(f"    <li>{escape(q)}</li>\n" for q in questions)
+        try_block = f"  <h2>Try</h2>\n  <ul>\n{items}  </ul>\n"
+    body = (STATIC / "index.html").read_text("utf-8")
+    for key, value in (("{title}", escape(title)), ("{questions}", try_block),
+                       ("{widget_title}", "Ask a question")):
+        body = body.replace(key, value)
+    data = body.encode("utf-8")
+    etag = '"' + hashlib.sha256(data).hexdigest()[:20] + '"'
+    return Asset(data, gzip.compress(data, 9, mtime=0), etag, "text/html; charset=utf-8")
+
+
 @router.api_route("/", methods=["GET", "HEAD"])
 def demo_page(request: Request) -> Response:
     """A page that embeds the widget exactly as a customer page would."""
-    return serve(request, load_asset("index.html", "text/html; charset=utf-8"), {
+    settings = request.app.state.settings
+    asset = demo_asset(settings.demo_title, tuple(settings.demo_questions))
+    return serve(request, asset, {
         "Cache-Control": "no-cache",
         "Content-Security-Policy": DEMO_CSP,
         "Referrer-Policy": "no-referrer",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,8 @@ class FakeEncoder:
         return np.stack([self._vector(t) for t in texts])
 
     def encode_passages(
-        self, texts: Sequence[str], spans: Sequence[Sequence[Span]], batch_size: int = 32
+        self, texts: Sequence[str], spans: Sequence[Sequence[Span]], batch_size: int = 32,
+        done: Callable[[int], None] | None = None,
     ) -> tuple[np.ndarray, list[np.ndarray]]:
         self.calls += len(texts)
         vectors = self.encode_queries(texts) if texts else np.zeros((0, self.model.dimension))
@@ -45,6 +46,8 @@ class FakeEncoder:
             if sp else np.zeros((0, self.model.dimension), np.float32)
             for t, sp in zip(texts, spans, strict=True)
         ]
+        if done:
+            done(len(texts))
         return vectors.astype(np.float32), per_span
 
 

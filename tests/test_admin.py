@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +140,8 @@ BAD_UPLOADS: list[tuple[str, dict[str, Any], int, str]] = [
     ("dir/.git/config.txt", {"json": {"text": "x"}}, 422, "hidden file"),
     ("a//b.txt", {"json": {"text": "x"}}, 422, "empty"),
     ("back%5Cslash.txt", {"json": {"text": "x"}}, 422, "backslash"),
-    ("report.pdf", {"json": {"text": "x"}}, 422, "unsupported file type '.pdf'"),
+    ("report.pdf", {"json": {"text": "x"}}, 422, "not a PDF file: its content looks like text"),
+    ("report.doc", {"json": {"text": "x"}}, 422, "unsupported file type '.doc'"),
     ("noext", {"json": {"text": "x"}}, 422, "unsupported file type ''"),
     ("empty.txt", {"json": {"text": "  \n "}}, 422, "empty.txt: empty file"),
     ("bin.txt", {"files": {"file": ("b", b"abc\x00def")}}, 422, "bin.txt: binary file"),
@@ -272,10 +273,11 @@ class GatedEncoder(FakeEncoder):
         self.waiting = threading.Event()
 
     def encode_passages(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]],
-                        batch_size: int = 32) -> tuple[np.ndarray, list[np.ndarray]]:
+                        batch_size: int = 32, done: Callable[[int], None] | None = None,
+                        ) -> tuple[np.ndarray, list[np.ndarray]]:
         self.waiting.set()
         assert self.gate.wait(30)
-        return super().encode_passages(texts, spans, batch_size)
+        return super().encode_passages(texts, spans, batch_size, done)
 
 
 def test_one_build_job_at_a_time(fake_settings: Settings) -> None:

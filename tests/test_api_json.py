@@ -12,8 +12,12 @@ from service.api import AskResponse, ChatResponse
 
 
 def _model_rendering(model: type[BaseModel], body: dict[str, Any]) -> bytes:
-    """How FastAPI renders a route's `response_model`: validate, dump, compact json.dumps."""
+    """How FastAPI renders a route's `response_model`: validate, dump, compact json.dumps;
+    except that a citation without a page has no `page` at all (rather than null)."""
     content = model.model_validate(body).model_dump(mode="json")
+    for citation in content["citations"]:
+        if citation["page"] is None:
+            del citation["page"]
     return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None,
                       separators=(",", ":")).encode("utf-8")
 

@@ -80,9 +80,12 @@ def test_read_documents_skips_bad_files_and_names_them(tmp_path: Path) -> None:
     (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\x00")
     (tmp_path / ".hidden.txt").write_text("Hidden.", "utf-8")
     (tmp_path / "notes.pdf").write_bytes(b"%PDF")
+    (tmp_path / "report.doc").write_bytes(b"\xd0\xcf\x11\xe0")
     docs, problems = read_documents(tmp_path, 10_000)
     assert [d.id for d in docs] == ["good.txt"]
-    assert [p.source for p in problems] == ["bad.txt"]
+    assert [p.source for p in problems] == ["bad.txt", "notes.pdf", "report.doc"]
+    assert "not a readable PDF" in problems[1].reason
+    assert problems[2].reason.startswith("unsupported file type '.doc'")
 
 
 def test_read_documents_fails_when_nothing_is_usable(tmp_path: Path) -> None:

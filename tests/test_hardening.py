@@ -597,3 +597,16 @@ def test_connections_past_the_concurrency_limit_get_503(server: int) -> None:
     time.sleep(0.5)
     assert _exchange(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
                      ).startswith(b"HTTP/1.1 200")
+
+
+def test_the_demo_page_shows_the_configured_title_and_questions(
+        fake_settings: Settings, fake_encoder: FakeEncoder) -> None:
+    plain = fake_settings.model_copy(update={"demo_title": "Handbook <b>help</b>"})
+    with TestClient(create_app(plain, encoder=fake_encoder)) as client:
+        page = client.get("/").text
+    assert "<h1>Handbook &lt;b&gt;help&lt;/b&gt;</h1>" in page and "<h2>Try</h2>" not in page
+    asking = plain.model_copy(update={"demo_questions": ["How do I <i>request</i> leave?"]})
+    with TestClient(create_app(asking, encoder=fake_encoder)) as client:
+        page = client.get("/").text
+    assert "<li>How do I &lt;i&gt;request&lt;/i&gt; leave?</li>" in page
+    assert "Bloomberg" not in page

@@ -500,7 +500,13 @@ def test_script_and_markup_payloads_never_execute(
     assert page.evaluate("() => window.__xss") is None
     assert watch.dialogs == []
     for name, attributes in page.evaluate(SHADOW_DOM):
-        assert name not in ("script", "img", "svg", "iframe", "a", "object", "embed"), name
+        assert name not in ("script", "img", "svg", "iframe", "object", "embed"), name
+        if name == "a":
+            # The one link the widget makes: the cited document's original, in a new tab.
+            link = dict(attributes)
+            assert set(link) == {"href", "target", "rel"}, link
+            assert link["href"].startswith(f"{origins.service}/api/documents/"), link
+            assert link["href"].split("#")[0].endswith("/source") and link["target"] == "_blank"
         for attr, value in attributes:
             assert not attr.startswith("on") and "javascript:" not in value.lower(), (name, attr)
     assert watch.violations() == [] and watch.errors == []
@@ -749,3 +755,66 @@ def test_markers_come_from_answer_parts_and_document_ids_are_encoded(
     assert req.value.url == f"{origins.service}/api/documents/x%2F..%2F..%2Fmetrics"
     expect(bubble.locator(".q .bad")).to_contain_text("HTTP 404")
     assert watch.violations() == [] and watch.dialogs == []
+
+
+def test_passages_read_like_their_original_with_page_and_link(
+        origins: Origins, open_page: Callable[..., Watch]) -> None:
+    """A Markdown table, list and emphasis, and a Word table (tab-separated cells), shown as
+    such, highlights on the same characters; a PDF passage with its page and original."""
+    md = ("Leave **accrues** each pay period, see [the chart](https://example.org/c):\n"
+          "| Years | Hours |\n|---|---|\n| 0-3 | 4 |\n| 15+ | 8 |\n"
+          "- Annual *leave* first\n- Then sick_leave")
+    word = "Day\tHours\nMonday\t10\nTuesday\t9"
+    at = 1000
+    eight, sick = md.index("8 |"), md.index("Then sick_leave")
+    reply = {
+        "question": "q", "answer": "Fifteen years earn 8 hours [1]. Monday is 10 hours [2].",
+        "answer_parts": [{"text": "Fifteen years earn 8 hours.", "citation": 1},
+                         {"text": "Monday is 10 hours.", "citation": 2}],
+        "answered": True, "confidence": 0.9, "index_version": "v", "took_ms": 1.0,
+        "query": "q",
+        "citations": [
+            {"n": 1, "doc_id": "hr/leave.md", "title": "Leave", "heading": "Annual leave",
+             "start": at, "end": at + len(md), "text": md, "score": 0.9,
+             "highlights": [{"start": at + eight, "end": at + eight + 1},
+                            {"start": at + sick, "end": at + len(md)}]},
+            {"n": 2, "doc_id": "hr/schedules.pdf", "title": "Schedules", "heading": "",
+             "start": 5, "end": 5 + len(word), "text": word, "score": 0.8, "page": 3,
+             "highlights": [{"start": 5 + word.index("10"), "end": 5 + word.index("10") + 2}]},
+        ]}
+    page = open_page(f"{origins.service}/").page
+    page.route("**/api/chat", lambda route: route.fulfill(json=reply))
+    open_panel(page)
+    box = widget(page, "textarea")
+    box.fill("How much leave?")
+    box.press("Enter")
+    bubble = widget(page, ".log > .m:not(.u)").last
+    chips = bubble.locator(".c")
+    expect(chips).to_have_text(["1", "2 · p. 3"])
+    expect(bubble.locator(".s li").nth(1)).to_have_text("[2] Schedules, p. 3")
+
+    chips.first.click()
+    passage = bubble.locator(".q blockquote")
+    expect(passage.locator("table tr")).to_have_count(3)
+    expect(passage.locator("th")).to_have_text(["Years", "Hours"])
+    expect(passage.locator("b")).to_have_text("accrues")
+    expect(passage.locator("li")).to_have_text(["Annual leave first", "Then sick_leave"])
+    expect(passage.locator("li i")).to_have_text("leave")
+    expect(passage.locator("mark")).to_have_text(["8", "Then sick_leave"])
+    shown_text = passage.inner_text()
+    assert "|" not in shown_text and "*" not in shown_text and "https://" not in shown_text
+    assert "the chart" in shown_text
+    link = bubble.locator(".q a")
+    expect(link).to_have_text("Open original")
+    expect(link).to_have_attribute("href",
+                                   f"{origins.service}/api/documents/hr%2Fleave.md/source")
+
+    chips.nth(1).click()
+    pdf = bubble.locator(".q")
+    expect(pdf.locator("small")).to_have_text("p. 3")
+    expect(pdf.locator("tr")).to_have_count(3)
+    expect(pdf.locator("mark")).to_have_text(["10"])
+    expect(pdf.locator("a")).to_have_attribute(
+        "href", f"{origins.service}/api/documents/hr%2Fschedules.pdf/source#page=3")
+    expect(pdf.locator("a")).to_have_attribute("target", "_blank")
+    shot(page, "20-rich-passage")

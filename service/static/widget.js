@@ -57,6 +57,8 @@ white-space:normal}
 .q:focus{outline:none}.q:focus-visible{outline:3px solid var(--a)}
 .q b{display:block}.q small{display:block;color:#4a5260;font-size:12px}
 blockquote{margin:6px 0;white-space:pre-wrap;max-height:220px;overflow:auto;font-size:13px}
+table{border-collapse:collapse;white-space:normal;margin:2px 0}td,th{border:1px solid #c9d0da;padding:1px 5px;text-align:left}
+blockquote ul{margin:0;padding-left:18px;white-space:normal}.q a{font-size:12px;margin-right:8px}
 mark{background:#ffe066;color:#1b1f24;border-radius:2px}
 .cx{background:#e3ecfb}
 .q button,.m>button{margin:4px 6px 0 0;font-size:12px}
@@ -115,6 +117,69 @@ form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-w
       i = ib;
     }
     out.push(text.slice(i));
+    return out;
+  };
+
+  // A passage as it reads in its original: table rows (tab- or pipe-separated cells) as a
+  // table, list items as a list, Markdown emphasis and link text without their marks. Only
+  // marks are hidden, never text, so the highlights (UTF-16 ranges R) stay where they were.
+  const INL = /\*\*([^*\n]+)\*\*|\*([^*\n]+)\*|\b_([^_\n]+)_\b|`([^`\n]+)`|\[([^\]\n]+)\]\([^)\n]*\)/dg;
+  const marks = (t, s, e, R) => {
+    const out = [];
+    for (const [a, b] of R) {
+      if (b <= s || a >= e) continue;
+      if (a > s) out.push(t.slice(s, a));
+      out.push(h('mark', null, t.slice(Math.max(a, s), s = Math.min(b, e))));
+    }
+    out.push(t.slice(s, e));
+    return out;
+  };
+  const inl = (t, s, e, R) => {
+    const out = [];
+    INL.lastIndex = s;
+    for (let m; (m = INL.exec(t)) && m.index + m[0].length <= e;) {
+      const g = m.indices.findIndex((x, i) => i && x);
+      out.push(...marks(t, s, m.index, R),
+        h(['', 'b', 'i', 'i', 'code', 'span'][g], null, marks(t, m.indices[g][0], m.indices[g][1], R)));
+      s = INL.lastIndex;
+    }
+    return out.concat(marks(t, s, e, R));
+  };
+  const rich = (t, at, spans) => {
+    const R = (spans || []).map((sp) => { const a = units(t, sp.start - at); return [a, units(t, sp.end - sp.start, a)]; })
+      .sort((x, y) => x[0] - y[0]);
+    const out = [];
+    let tbl = null;
+    let list = null;
+    let s = 0;
+    for (const line of t.split('\n')) {
+      const e = s + line.length;
+      const pipe = line.trim()[0] === '|';
+      if (pipe || line.includes('\t')) {
+        list = null;
+        const cells = [];
+        for (let k = s, c = s; k <= e; k++) {
+          if (k === e || t[k] === (pipe ? '|' : '\t')) { cells.push([c, k]); c = k + 1; }
+        }
+        if (pipe) cells.shift();
+        if (pipe && !t.slice(...cells[cells.length - 1]).trim()) cells.pop();
+        if (!cells.every(([a, b]) => /^[\s:-]*-[\s:-]*$/.test(t.slice(a, b)))) {
+          if (!tbl) out.push(tbl = h('table'));
+          tbl.append(h('tr', null, cells.map(([a, b]) => h(tbl.rows.length ? 'td' : 'th', null, inl(t, a, b, R)))));
+        }
+      } else {
+        tbl = null;
+        const m = /^\s*(?:[-*+•]|\d{1,3}[.)])\s+/.exec(line);
+        if (m) {
+          if (!list) out.push(list = h('ul'));
+          list.append(h('li', null, inl(t, s + m[0].length, e, R)));
+        } else {
+          list = null;
+          out.push(...inl(t, s, e, R), '\n');
+        }
+      }
+      s = e + 1;
+    }
     return out;
   };
 
@@ -207,11 +272,12 @@ form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-w
   }
 
   const docs = new Map();
+  // One encoded segment, slashes included: the URL standard resolves '..' and '%2E%2E'
+  // segments alike, so "x/../../metrics" must never reach the URL as segments.
+  const docUrl = (id, more) => new URL('api/documents/' + encodeURIComponent(id) + (more || ''), base);
   async function getDoc(id) {
     if (!docs.has(id)) {
-      // One encoded segment, slashes included: the URL standard resolves '..' and '%2E%2E'
-      // segments alike, so "x/../../metrics" must never reach the URL as segments.
-      docs.set(id, fetch(new URL('api/documents/' + encodeURIComponent(id), base), { credentials: 'omit' })
+      docs.set(id, fetch(docUrl(id), { credentials: 'omit' })
         .then((r) => { if (!r.ok) throw new Error('HTTP ' + r.status); return r.json(); })
         .catch((e) => { docs.delete(id); throw e; }));
     }
@@ -221,18 +287,20 @@ form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-w
   // The passage a citation points to, with the answer's sentences marked; "see in context"
   // loads the whole document and checks the passage against it.
   function passage(c, reply, close) {
-    const quote = h('blockquote', null, marked(c.text, c.start, c.highlights));
+    const quote = h('blockquote', null, rich(c.text, c.start, c.highlights));
     const note = h('p', { className: 'ok', hidden: true });
+    const sub = [c.heading && (c.title || c.doc_id), c.page && 'p. ' + c.page].filter(Boolean).join(' · ');
     const box = h('div', { className: 'q', role: 'region', tabIndex: -1, 'aria-label': 'Source ' + c.n },
       h('b', null, '[' + c.n + '] ' + (c.heading || c.title || c.doc_id)),
-      c.heading ? h('small', null, c.title || c.doc_id) : null,
-      quote, note);
+      sub ? h('small', null, sub) : null,
+      quote, note,
+      h('a', { href: docUrl(c.doc_id, '/source') + (c.page && /\.pdf$/i.test(c.doc_id) ? '#page=' + c.page : ''), target: '_blank', rel: 'noopener noreferrer' }, 'Open original'));
     let wide = false;
     const more = btn('See in context', null, async () => {
       wide = !wide;
       more.textContent = wide ? 'Passage only' : 'See in context';
       note.hidden = !wide;
-      if (!wide) { quote.replaceChildren(...marked(c.text, c.start, c.highlights)); return; }
+      if (!wide) { quote.replaceChildren(...rich(c.text, c.start, c.highlights)); return; }
       note.className = 'ok';
       note.textContent = 'Loading the document…';
       try {
@@ -286,14 +354,14 @@ form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-w
       chips.push(b);
       return b;
     };
-    const where = (c) => (c.heading ? c.heading + ' — ' : '') + (c.title || c.doc_id);
+    const where = (c) => (c.heading ? c.heading + ' — ' : '') + (c.title || c.doc_id) + (c.page ? ', p. ' + c.page : '');
     // Chips come only from the structured parts: a "[2]" inside a quoted sentence stays text.
     const parts = [];
     const pieces = Array.isArray(reply.answer_parts) ? reply.answer_parts : [{ text: reply.answer }];
     pieces.forEach((p, i) => {
       const c = cites.find((x) => x.n === p.citation);
       parts.push(i ? ' ' : '', String(p.text || ''));
-      if (c) parts.push(' ', chip(c, String(c.n), { className: 'c', 'aria-label': 'Source ' + c.n + ': ' + where(c) }));
+      if (c) parts.push(' ', chip(c, c.n + (c.page ? ' · p. ' + c.page : ''), { className: 'c', 'aria-label': 'Source ' + c.n + ': ' + where(c) }));
     });
     if (!reply.answered) el.append(h('span', { className: 'tag' }, 'Not answered by the text'));
     el.append(h('span', null, parts));
@@ -378,7 +446,7 @@ form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-w
         index_version: reply.index_version,
         citations: (reply.citations || []).map((c) => ({
           n: c.n, doc_id: c.doc_id, title: c.title, heading: c.heading, start: c.start, end: c.end,
-          text: c.text, highlights: c.highlights,
+          text: c.text, highlights: c.highlights, page: c.page,
         })),
       };
       state.turns.push({ role: 'user', content: q }, { role: 'assistant', content: reply.answer, reply: keep });

@@ -1,0 +1,177 @@
+"""PDF, Word and PowerPoint end to end: build with bad files beside good ones, ask, cite to the
+page, serve the original safely, reuse extracted text (fake encoder, real readers)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import zipfile
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.indexing import EXTRACTED, build_index
+from service.ingest.package import MAX_INFLATED_BYTES
+from service.retrieval import load_index
+from service.settings import Settings
+from tests.conftest import FakeEncoder
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@cache
+def _zip_bomb() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        archive.writestr("[Content_Types].xml", b"<Types/>")
+        archive.writestr("word/document.xml", b" " * MAX_INFLATED_BYTES)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    corpus = tmp_path / "corpus"
+    (corpus / "hr").mkdir(parents=True)
+    shutil.copy(FIXTURES / "fmla.pdf", corpus / "hr" / "fmla.pdf")
+    shutil.copy(FIXTURES / "work-schedules.docx", corpus / "hr" / "work-schedules.docx")
+    shutil.copy(FIXTURES / "advanced-sick-leave.pptx", corpus / "advanced-sick-leave.pptx")
+    (corpus / "page.html").write_text("<title>T</title><p>Hello <b>world</b>.</p>"
+                                      "<script>alert(1)</script>", "utf-8")
+    bad = corpus / "bad"
+    bad.mkdir()
+    shutil.copy(FIXTURES / "encrypted.pdf", bad / "encrypted.pdf")
+    shutil.copy(FIXTURES / "scanned.pdf", bad / "scanned.pdf")
+    (bad / "truncated.pdf").write_bytes((FIXTURES / "fmla.pdf").read_bytes()[:1500])
+    (bad / "bomb.docx").write_bytes(_zip_bomb())
+    shutil.copy(FIXTURES / "work-schedules.docx", bad / "renamed.pdf")
+    (bad / "slides.key").write_bytes(b"not ours")
+    return Settings(corpus_dir=corpus, index_dir=tmp_path / "index", rate_limit=0,
+                    parse_timeout=30)
+
+
+@pytest.fixture
+def client(settings: Settings, fake_encoder: FakeEncoder) -> Iterator[TestClient]:
+    build_index(settings, encoder=fake_encoder)
+    with TestClient(create_app(settings, encoder=fake_encoder)) as client:
+        yield client
+
+
+def test_a_build_publishes_the_good_files_and_names_every_bad_one(
+        settings: Settings, fake_encoder: FakeEncoder) -> None:
+    report = build_index(settings, encoder=fake_encoder)
+    assert report.published
+    assert sorted(report.added) == ["advanced-sick-leave.pptx", "hr/fmla.pdf",
+                                    "hr/work-schedules.docx", "page.html"]
+    reasons = dict(s.split(": ", 1) for s in report.skipped)
+    assert reasons == {
+        "bad/bomb.docx": f"its parts inflate to {MAX_INFLATED_BYTES + 8:,} bytes, over the "
+                         f"{MAX_INFLATED_BYTES:,}-byte limit (a zip bomb?)",
+        "bad/encrypted.pdf": "encrypted PDF: it needs a password, which is not supported",
+        "bad/renamed.pdf": "not a PDF file: its content looks like a Word document",
+        "bad/scanned.pdf": "no text layer: OCR is not supported (a scanned or image-only PDF)",
+        "bad/slides.key": "unsupported file type '.key' (supported: .txt, .md, .html, .htm, "
+                          ".jsonl, .pdf, .docx, .pptx)",
+        "bad/truncated.pdf": reasons["bad/truncated.pdf"],
+    }
+    assert reasons["bad/truncated.pdf"].startswith("not a readable PDF")
+
+
+def test_citations_from_paged_files_carry_their_page(client: TestClient) -> None:
+    body = client.post("/api/ask", json={
+        "question": "How many weeks of unpaid FMLA leave can I take every 52 weeks?",
+        "top_k": 5}).json()
+    pdf = [c for c in body["citations"] if c["doc_id"] == "hr/fmla.pdf"]
+    assert pdf, body
+    for c in body["citations"]:
+        doc = client.get(f"/api/documents/{c['doc_id']}").json()
+        assert doc["text"][c["start"]:c["end"]] == c["text"]
+        if c["doc_id"].endswith((".pdf", ".pptx")):
+            assert isinstance(c["page"], int) and c["page"] >= 1
+        else:
+            assert "page" not in c
+    index = load_index(client.app.state.settings.index_dir)  # type: ignore[attr-defined]
+    doc = index.documents["hr/fmla.pdf"]
+    assert all(c["page"] == doc.page_at(c["start"]) for c in pdf)
+
+
+def test_the_original_pdf_is_served_inline(client: TestClient, settings: Settings) -> None:
+    r = client.get("/api/documents/hr/fmla.pdf/source")
+    assert r.status_code == 200
+    assert r.content == (settings.corpus_dir / "hr" / "fmla.pdf").read_bytes()
+    assert r.headers["content-type"] == "application/pdf"
+    assert r.headers["content-disposition"] == "inline; filename*=UTF-8''fmla.pdf"
+    assert r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_originals_that_could_run_script_are_sandboxed_downloads(client: TestClient) -> None:
+    r = client.get("/api/documents/page.html/source")
+    assert r.status_code == 200 and b"<script>" in r.content
+    assert r.headers["content-disposition"] == "attachment; filename*=UTF-8''page.html"
+    assert r.headers["content-security-policy"].startswith("sandbox;")
+    assert r.headers["x-content-type-options"] == "nosniff"
+    docx = client.get("/api/documents/hr/work-schedules.docx/source")
+    assert docx.headers["content-disposition"].startswith("attachment;")
+    assert docx.headers["content-type"].startswith("application/vnd.openxmlformats")
+
+
+def test_originals_are_confined_to_the_corpus(client: TestClient, settings: Settings,
+                                              tmp_path: Path) -> None:
+    assert client.get("/api/documents/nope.pdf/source").status_code == 404
+    assert client.get("/api/documents/bad/encrypted.pdf/source").status_code == 404
+    # A file swapped for a symlink after the build is not followed.
+    secret = tmp_path / "secret.txt"
+    secret.write_text("secret", "utf-8")
+    target = settings.corpus_dir / "hr" / "fmla.pdf"
+    target.unlink()
+    os.symlink(secret, target)
+    r = client.get("/api/documents/hr/fmla.pdf/source")
+    assert r.status_code == 404 and "symbolic link" in r.json()["detail"]
+
+
+def test_an_oversized_original_is_refused(client: TestClient, settings: Settings) -> None:
+    client.app.state.settings = settings.model_copy(  # type: ignore[attr-defined]
+        update={"max_file_bytes": 1000})
+    assert client.get("/api/documents/hr/fmla.pdf/source").status_code == 413
+
+
+def test_an_unchanged_file_is_not_parsed_again(settings: Settings,
+                                               fake_encoder: FakeEncoder) -> None:
+    build_index(settings, encoder=fake_encoder)
+    cached = list((settings.index_dir / EXTRACTED).glob("*.json"))
+    assert len(cached) == 3  # the PDF, the Word file and the slides; text files are not kept
+    # Mark the cached extraction of the PDF: the next build must use it, not the file.
+    for path in cached:
+        records = json.loads(path.read_text("utf-8"))
+        if records[0]["id"] == "hr/fmla.pdf":
+            records[0]["text"] = records[0]["text"].replace("FMLA", "FMLX")
+            path.write_text(json.dumps(records), "utf-8")
+    (settings.corpus_dir / "new.txt").write_text("A new note.", "utf-8")
+    report = build_index(settings, encoder=fake_encoder)
+    assert report.added == ["new.txt"] and report.changed == ["hr/fmla.pdf"]
+    assert "FMLX" in load_index(settings.index_dir).documents["hr/fmla.pdf"].text
+    # Files removed from the corpus leave the cache at the next build.
+    (settings.corpus_dir / "hr" / "work-schedules.docx").unlink()
+    build_index(settings, encoder=fake_encoder)
+    assert len(list((settings.index_dir / EXTRACTED).glob("*.json"))) == 2
+
+
+def test_a_record_original_is_its_jsonl_file_and_ids_ending_in_source_still_resolve(
+        settings: Settings, fake_encoder: FakeEncoder) -> None:
+    (settings.corpus_dir / "records.jsonl").write_text(
+        '{"id": "r1", "text": "First record."}\n'
+        '{"id": "notes/source", "text": "A record whose id ends in source."}\n', "utf-8")
+    build_index(settings, encoder=fake_encoder)
+    with TestClient(create_app(settings, encoder=fake_encoder)) as client:
+        r = client.get("/api/documents/r1/source")
+        assert r.status_code == 200
+        assert r.content == (settings.corpus_dir / "records.jsonl").read_bytes()
+        assert r.headers["content-disposition"] == "attachment; filename*=UTF-8''records.jsonl"
+        doc = client.get("/api/documents/notes/source")
+        assert doc.status_code == 200
+        assert doc.json()["text"] == "A record whose id ends in source."
