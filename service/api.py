@@ -17,6 +17,7 @@ from service.conversation import standalone_query
 from service.engine import Engine, NotReady, Snapshot
 from service.ingest.registry import format_for
 from service.limits import ErrorBody
+from service.recorder import Recorder
 from service.sharedlimits import mode_of
 from service.sources import InvalidSource, SourceNotFound, SourceTooLarge, read_original
 
@@ -114,6 +115,8 @@ class AskResponse(BaseModel):
     citations: list[CitationOut]
     index_version: str
     took_ms: float
+    answer_id: str | None = Field(description="Names this answer in POST /api/feedback; null "
+                                              "when the service records nothing.")
 
 
 class ChatResponse(AskResponse):
@@ -127,6 +130,15 @@ class DocumentOut(BaseModel):
     index_version: str
 
 
+class StoreStatus(BaseModel):
+    status: Literal["ok", "starting", "down", "failing"]
+    backend: str
+    queued: int
+    written: int
+    dropped: int
+    error: str | None
+
+
 class Ready(BaseModel):
     status: Literal["ready"]
     index_version: str
@@ -137,6 +149,8 @@ class Ready(BaseModel):
     built_at: str
     # "per-process", "shared" (through Redis), or "per-process (Redis unreachable)".
     rate_limits: str = "per-process"
+    store: StoreStatus | None = Field(default=None, description="The answer store; null when "
+                                                                "recording is off.")
 
 
 # Dependencies are coroutines: a plain `def` one would cost a worker-thread hop per request.
@@ -152,14 +166,24 @@ async def get_snapshot(engine: Annotated[Engine, Depends(get_engine)]) -> Snapsh
         raise HTTPException(503, str(exc), headers={"Retry-After": "2"}) from exc
 
 
+async def get_recorder(request: Request) -> Recorder | None:
+    recorder: Recorder | None = request.app.state.recorder
+    return recorder
+
+
 EngineDep = Annotated[Engine, Depends(get_engine)]
 SnapshotDep = Annotated[Snapshot, Depends(get_snapshot)]
+RecorderDep = Annotated[Recorder | None, Depends(get_recorder)]
 
 
 def _response(question: str, answer: Answer, snapshot: Snapshot, started: float,
-              query: str | None = None) -> Response:
+              recorder: Recorder | None, route: str, query: str | None = None) -> Response:
     """The AskResponse (ChatResponse with `query`) as compact JSON, written directly: the
-    answer is valid by construction, so the response model's validation pass is skipped."""
+    answer is valid by construction, so the response model's validation pass is skipped.
+    The answer is queued for the store here (never waiting on it), under the id returned."""
+    took_ms = round((time.perf_counter() - started) * 1000, 2)
+    answer_id = None if recorder is None else recorder.record(
+        route, snapshot.version, answer, question if query is None else query, took_ms)
     body: dict[str, object] = {
         "question": question, "answer": answer.text,
         "answer_parts": [{"text": t, "citation": n} for t, n in answer.parts],
@@ -171,7 +195,8 @@ def _response(question: str, answer: Answer, snapshot: Snapshot, started: float,
                        **({"page": c.page} if c.page is not None else {})}
                       for c in answer.citations],
         "index_version": snapshot.version,
-        "took_ms": round((time.perf_counter() - started) * 1000, 2),
+        "took_ms": took_ms,
+        "answer_id": answer_id,
     }
     if query is not None:
         body["query"] = query
@@ -191,15 +216,17 @@ async def _answer(engine: Engine, snapshot: Snapshot, question: str, k: int) -> 
 
 
 @router.post("/api/ask", response_model=AskResponse, tags=["questions"])
-async def ask(body: AskRequest, engine: EngineDep, snapshot: SnapshotDep) -> Response:
+async def ask(body: AskRequest, engine: EngineDep, snapshot: SnapshotDep,
+              recorder: RecorderDep) -> Response:
     """Answer one question with cited passages."""
     started = time.perf_counter()
     answer = await _answer(engine, snapshot, body.question, body.top_k)
-    return _response(body.question, answer, snapshot, started)
+    return _response(body.question, answer, snapshot, started, recorder, "ask")
 
 
 @router.post("/api/chat", response_model=ChatResponse, tags=["questions"])
-async def chat(body: ChatRequest, engine: EngineDep, snapshot: SnapshotDep) -> Response:
+async def chat(body: ChatRequest, engine: EngineDep, snapshot: SnapshotDep,
+               recorder: RecorderDep) -> Response:
     """Answer the last user message, reading earlier turns to resolve follow-ups."""
     started = time.perf_counter()
     turns = [m.content for m in body.messages if m.role == "user"]
@@ -208,7 +235,8 @@ async def chat(body: ChatRequest, engine: EngineDep, snapshot: SnapshotDep) -> R
     query = (await run_in_threadpool(standalone_query, turns) if len(turns) > 1
              else turns[0].strip())
     answer = await _answer(engine, snapshot, query, body.top_k)
-    return _response(body.messages[-1].content, answer, snapshot, started, query)
+    return _response(body.messages[-1].content, answer, snapshot, started, recorder, "chat",
+                     query)
 
 
 # Originals never run script on this origin: everything but a PDF is sandboxed (scripts,
@@ -275,12 +303,17 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", response_model=Ready, tags=["health"])
-def readyz(request: Request, snapshot: SnapshotDep) -> Ready:
+def readyz(request: Request, snapshot: SnapshotDep, recorder: RecorderDep) -> Ready:
     """Readiness: an index version is loaded. Rate limits falling back to per-process ones
-    (Redis unreachable) are reported, not a reason to stop answering."""
+    (Redis unreachable) and the answer store's state are reported, not reasons to stop
+    answering: answers depend on neither."""
     manifest = snapshot.index.manifest
+    store = None if recorder is None else StoreStatus(
+        status=recorder.status(), backend=recorder.backend, queued=recorder.queued,
+        written=recorder.written, dropped=recorder.dropped_full + recorder.dropped_error,
+        error=recorder.error)
     return Ready(status="ready", index_version=snapshot.version,
                  documents=len(snapshot.index.documents), chunks=len(snapshot.index.chunks),
                  model=manifest["model"]["name"], encoder=manifest["encoder"]["kind"],
                  built_at=manifest["built_at"],
-                 rate_limits=mode_of(getattr(request.app.state, "limiters", [])))
+                 rate_limits=mode_of(getattr(request.app.state, "limiters", [])), store=store)

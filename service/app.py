@@ -6,12 +6,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from service import store
+from service import feedback, records, store
 from service.admin import Admin
 from service.admin import router as admin_router
 from service.api import router
@@ -26,6 +27,7 @@ from service.observability import (
     worker_exited,
 )
 from service.ratelimit import ClientIdentity, RateLimitMiddleware
+from service.recorder import Recorder, RecorderCollector
 from service.retrieval import check_compatible
 from service.settings import InvalidSettings, Settings, from_environment
 from service.sharedlimits import LimiterCollector, SharedLimiter, limiter
@@ -87,10 +89,20 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
         raise StartupError(str(exc)) from exc
     engine = Engine(settings, encoder.model if encoder else describe_model(settings.model_dir),
                     encoder)
+    recorder = None
+    if settings.recording:
+        url = records.database_url(settings)
+        recorder = Recorder(lambda: records.Store.open(settings),
+                            backend=url.partition(":")[0].partition("+")[0],
+                            capacity=settings.record_queue,
+                            retention_days=settings.retention_days,
+                            store_questions=settings.store_questions)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine.load()
+        if recorder is not None:
+            recorder.start()
         watcher = None
         if settings.reload_interval > 0:
             watcher = ReloadWatcher(engine, settings.reload_interval)
@@ -100,6 +112,9 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
         finally:
             if watcher is not None:
                 watcher.stop()
+            if recorder is not None:
+                # Off the event loop: the writer may still be committing its last batch.
+                await anyio.to_thread.run_sync(recorder.stop)
             worker_exited(settings.metrics_dir)
 
     app = FastAPI(
@@ -118,11 +133,15 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
     )
     app.state.engine = engine
     app.state.settings = settings
+    app.state.recorder = recorder
     app.include_router(router)
+    app.include_router(feedback.router)
     app.include_router(web_router)
     if settings.admin_token is not None:
         app.state.admin = Admin(settings, engine, encoder)
         app.include_router(admin_router)
+        app.include_router(feedback.api)
+        app.include_router(feedback.pages)
     app.add_exception_handler(RequestValidationError, validation_error)
     shared = settings.metrics_dir
     capacity = SharedCapacity(settings.max_concurrency) if shared else Capacity(
@@ -130,6 +149,8 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
     identity = ClientIdentity(settings.trusted_proxies)
     app.state.client_identity = identity
     app.state.metrics = Metrics(engine, capacity, shared_dir=shared)
+    if recorder is not None:
+        app.state.metrics.registry.register(RecorderCollector(recorder))
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     # The last added runs first: observability sees every response, CORS headers reach the
     # refusals, and a refused request costs no body read and no answering slot.

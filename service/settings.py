@@ -54,11 +54,28 @@ class Settings(BaseSettings):
     # it reads too); the launcher makes a temporary one for QA_WORKERS > 1.
     metrics_dir: Path | None = Field(default=None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
 
+    recording: bool = True
+    data_dir: Path = Path("data")
+    database_url: SecretStr | None = None
+    store_questions: bool = False
+    retention_days: int = Field(default=30, ge=1, le=3650)
+    record_queue: int = Field(default=10_000, ge=16)
+
     @field_validator("allowed_origins", "trusted_proxies", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or value.get_secret_value() == "":
+            return None
+        scheme = value.get_secret_value().partition("://")[0]
+        if scheme not in ("postgresql", "postgresql+psycopg", "sqlite"):
+            raise ValueError("QA_DATABASE_URL must start with postgresql:// or sqlite:///")
         return value
 
     @field_validator("log_level", mode="before")

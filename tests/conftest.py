@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 from collections.abc import Callable, Iterator
@@ -48,6 +49,17 @@ def within() -> Callable[[float], contextlib.AbstractContextManager[None]]:
     return _within
 
 
+@pytest.fixture(scope="session", autouse=True)
+def clean_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No `QA_*` variable of the caller's shell reaches the suite, and the answer store of any
+    app a test builds lives in a temporary folder, never in the repository's data/."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [n for n in os.environ if n.startswith("QA_")]:
+            patch.delenv(name)
+        patch.setenv("QA_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+        yield
+
+
 @pytest.fixture
 def fake_encoder() -> FakeEncoder:
     return FakeEncoder()
@@ -64,7 +76,8 @@ def corpus_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def fake_settings(tmp_path: Path, corpus_dir: Path, fake_encoder: FakeEncoder) -> Settings:
     """Settings with an index of the shipped corpus built by the fake encoder."""
-    settings = Settings(corpus_dir=corpus_dir, index_dir=tmp_path / "index", rate_limit=0)
+    settings = Settings(corpus_dir=corpus_dir, index_dir=tmp_path / "index", rate_limit=0,
+                        data_dir=tmp_path / "data")
     build_index(settings, encoder=fake_encoder)
     return settings
 

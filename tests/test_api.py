@@ -30,7 +30,7 @@ def test_ask_shape_and_verbatim_citations(fake_client: TestClient) -> None:
     assert r.status_code == 200
     body = r.json()
     assert set(body) == {"question", "answer", "answer_parts", "answered", "confidence",
-                         "citations", "index_version", "took_ms"}
+                         "citations", "index_version", "took_ms", "answer_id"}
     assert body["question"] == "Who chairs Bloomberg's new board?"
     assert body["answer"] == " ".join(
         p["text"] + (f" [{p['citation']}]" if p["citation"] is not None else "")

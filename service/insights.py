@@ -1,0 +1,279 @@
+"""Insights: figures per day, gaps in the text, unhelpful answers, cited and uncited documents."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import orjson
+import sqlalchemy as sa
+from pydantic import BaseModel
+
+from service import lexical
+from service.corpus import Document
+from service.records import DAY, Store, answer_docs, answers, feedback
+
+TOP = 10
+MAX_GROUPED = 5000  # the most recent declined questions considered for grouping
+SAME_MEANING = 0.6  # Jaccard of stemmed content words at which two questions are one
+NEVER_CITED_SHOWN = 200
+
+
+class DayOut(BaseModel):
+    day: str
+    questions: int
+    answered: int
+    declined: int
+    helpful: int
+    not_helpful: int
+    p50_ms: float | None
+    p95_ms: float | None
+
+
+class GapOut(BaseModel):
+    count: int
+    example: str
+    variants: int
+
+
+class PassageOut(BaseModel):
+    doc_id: str
+    start: int
+    end: int
+    title: str | None
+    heading: str | None
+    text: str | None
+
+
+class UnhelpfulOut(BaseModel):
+    not_helpful: int
+    helpful: int
+    citations: list[PassageOut]
+    comments: list[str]
+    example_question: str | None
+
+
+class DocCount(BaseModel):
+    doc_id: str
+    title: str | None
+    count: int
+
+
+class InsightsOut(BaseModel):
+    collection: str
+    since: str
+    until: str
+    days: int
+    questions_stored: bool
+    questions: int
+    answered: int
+    declined: int
+    answered_share: float | None
+    helpful: int
+    not_helpful: int
+    helpful_share: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    per_day: list[DayOut]
+    unanswered: list[GapOut]
+    not_helpful_answers: list[UnhelpfulOut]
+    most_cited: list[DocCount]
+    never_cited: list[str]
+    never_cited_total: int
+    index_version: str | None
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """What insights read from the served index: titles and the passage behind a citation."""
+
+    version: str | None
+    documents: Mapping[str, Document] = field(default_factory=dict)
+    headings: Mapping[tuple[str, int], str] = field(default_factory=dict)
+
+    def title(self, doc_id: str) -> str | None:
+        doc = self.documents.get(doc_id)
+        return doc.title if doc is not None else None
+
+
+def _iso(day: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(day * DAY))
+
+
+def _share(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _percentiles(values: np.ndarray) -> tuple[float | None, float | None]:
+    if values.size == 0:
+        return None, None
+    p50, p95 = np.percentile(values, [50, 95])
+    return round(float(p50), 2), round(float(p95), 2)
+
+
+def group_questions(questions: Iterable[str], threshold: float = SAME_MEANING,
+                    top: int = TOP) -> list[GapOut]:
+    """Questions that mean nearly the same merged: equal stemmed content words first, then
+    any whose word sets overlap by `threshold` (Jaccard) with a bigger group's first one."""
+    by_terms: dict[frozenset[str], Counter[str]] = defaultdict(Counter)
+    for q in questions:
+        terms = frozenset(lexical.terms(q)) or frozenset([q.strip().lower()])
+        by_terms[terms][q.strip()] += 1
+    keys = sorted(by_terms, key=lambda k: -sum(by_terms[k].values()))
+    groups: list[tuple[frozenset[str], list[frozenset[str]]]] = []
+    postings: dict[str, list[int]] = defaultdict(list)
+    for key in keys:
+        candidates = {g for term in key for g in postings.get(term, ())}
+        best, best_score = -1, 0.0
+        for g in candidates:
+            head = groups[g][0]
+            score = len(head & key) / len(head | key)
+            if score > best_score:
+                best, best_score = g, score
+        if best >= 0 and best_score >= threshold:
+            groups[best][1].append(key)
+            continue
+        groups.append((key, [key]))
+        for term in key:
+            postings[term].append(len(groups) - 1)
+    out = []
+    for _, members in groups:
+        wordings: Counter[str] = Counter()
+        for key in members:
+            wordings.update(by_terms[key])
+        example = min(wordings, key=lambda w: (-wordings[w], len(w), w))
+        out.append(GapOut(count=sum(wordings.values()), example=example, variants=len(wordings)))
+    out.sort(key=lambda g: (-g.count, g.example))
+    return out[:top]
+
+
+def compute(store: Store, corpus: Corpus, *, collection: str, days: int,
+            questions_stored: bool, cutoff: float, now: float | None = None) -> InsightsOut:
+    """The insights for the last `days` days (never past retention, `cutoff`)."""
+    now = time.time() if now is None else now
+    first_day = int(now // DAY) - days + 1
+    since = max(first_day * DAY, cutoff)
+    a, f, d = answers, feedback, answer_docs
+    in_period = sa.and_(a.c.collection == collection, a.c.at >= since)
+
+    answered_int = sa.case((a.c.answered, 1), else_=0)
+    counts = store.query(sa.select(a.c.day, sa.func.count(), sa.func.sum(answered_int))
+                         .where(in_period).group_by(a.c.day))
+    helpful_int = sa.case((f.c.helpful, 1), else_=0)
+    votes = store.query(sa.select(a.c.day, sa.func.count(), sa.func.sum(helpful_int))
+                        .select_from(f.join(a, a.c.id == f.c.answer_id))
+                        .where(in_period).group_by(a.c.day))
+    latency_rows = store.query(sa.select(a.c.day, a.c.latency_ms).where(in_period))
+    lat_days = np.fromiter((r[0] for r in latency_rows), np.int64, len(latency_rows))
+    lat = np.fromiter((r[1] for r in latency_rows), np.float64, len(latency_rows))
+
+    per_day: list[DayOut] = []
+    count_by_day = {int(r[0]): (int(r[1]), int(r[2] or 0)) for r in counts}
+    vote_by_day = {int(r[0]): (int(r[1]), int(r[2] or 0)) for r in votes}
+    order = np.argsort(lat_days, kind="stable")
+    lat_days, lat = lat_days[order], lat[order]
+    for day in range(first_day, int(now // DAY) + 1):
+        total, answered_n = count_by_day.get(day, (0, 0))
+        voted, helpful_n = vote_by_day.get(day, (0, 0))
+        lo, hi = np.searchsorted(lat_days, [day, day + 1])
+        p50, p95 = _percentiles(lat[lo:hi])
+        per_day.append(DayOut(day=_iso(day), questions=total, answered=answered_n,
+                              declined=total - answered_n, helpful=helpful_n,
+                              not_helpful=voted - helpful_n, p50_ms=p50, p95_ms=p95))
+
+    unanswered: list[GapOut] = []
+    if questions_stored:
+        rows = store.query(sa.select(a.c.question).where(
+            in_period, sa.not_(a.c.answered), a.c.question.is_not(None))
+            .order_by(a.c.at.desc()).limit(MAX_GROUPED))
+        unanswered = group_questions(str(r[0]) for r in rows)
+
+    not_helpful_int = sa.case((f.c.helpful, 0), else_=1)
+    worst = store.query(
+        sa.select(a.c.quoted, sa.func.sum(not_helpful_int), sa.func.sum(helpful_int),
+                  sa.func.max(a.c.question))
+        .select_from(f.join(a, a.c.id == f.c.answer_id)).where(in_period)
+        .group_by(a.c.quoted).having(sa.func.sum(not_helpful_int) > 0)
+        .order_by(sa.func.sum(not_helpful_int).desc(), a.c.quoted).limit(TOP))
+    unhelpful = []
+    for quoted, bad, good, question in worst:
+        comments = [str(r[0]) for r in store.query(
+            sa.select(f.c.comment).select_from(f.join(a, a.c.id == f.c.answer_id))
+            .where(in_period, a.c.quoted == quoted, sa.not_(f.c.helpful),
+                   f.c.comment.is_not(None)).order_by(f.c.at.desc()).limit(3))]
+        unhelpful.append(UnhelpfulOut(
+            not_helpful=int(bad), helpful=int(good or 0),
+            citations=[_passage(corpus, doc, start, end) for doc, start, end in
+                       orjson.loads(quoted)],
+            comments=comments, example_question=question if questions_stored else None))
+
+    cited_period = sa.and_(d.c.collection == collection, d.c.at >= since, d.c.answered)
+    most = store.query(sa.select(d.c.doc_id, sa.func.count()).where(cited_period)
+                       .group_by(d.c.doc_id).order_by(sa.func.count().desc(), d.c.doc_id)
+                       .limit(TOP))
+    ever = {str(r[0]) for r in store.query(sa.select(d.c.doc_id).where(cited_period).distinct())}
+    never = sorted(set(corpus.documents) - ever)
+
+    total = sum(c for c, _ in count_by_day.values())
+    answered_total = sum(n for _, n in count_by_day.values())
+    voted_total = sum(c for c, _ in vote_by_day.values())
+    helpful_total = sum(n for _, n in vote_by_day.values())
+    p50, p95 = _percentiles(lat)
+    return InsightsOut(
+        collection=collection, since=_iso(first_day), until=_iso(int(now // DAY)), days=days,
+        questions_stored=questions_stored, questions=total, answered=answered_total,
+        declined=total - answered_total, answered_share=_share(answered_total, total),
+        helpful=helpful_total, not_helpful=voted_total - helpful_total,
+        helpful_share=_share(helpful_total, voted_total), p50_ms=p50, p95_ms=p95,
+        per_day=per_day, unanswered=unanswered, not_helpful_answers=unhelpful,
+        most_cited=[DocCount(doc_id=str(doc), title=corpus.title(str(doc)), count=int(n))
+                    for doc, n in most],
+        never_cited=never[:NEVER_CITED_SHOWN], never_cited_total=len(never),
+        index_version=corpus.version)
+
+
+def _passage(corpus: Corpus, doc_id: str, start: int, end: int) -> PassageOut:
+    doc = corpus.documents.get(doc_id)
+    text = doc.text if doc is not None else None
+    return PassageOut(doc_id=doc_id, start=start, end=end, title=corpus.title(doc_id),
+                      heading=corpus.headings.get((doc_id, start)),
+                      text=text[start:end] if text is not None and end <= len(text) else None)
+
+
+def to_csv(report: InsightsOut, table: str) -> str:
+    """One table of the report as CSV: `days`, `unanswered`, `not_helpful` or `documents`."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    rows: Sequence[Sequence[object]]
+    if table == "days":
+        writer.writerow(["day", "questions", "answered", "declined", "helpful", "not_helpful",
+                         "p50_ms", "p95_ms"])
+        rows = [[d.day, d.questions, d.answered, d.declined, d.helpful, d.not_helpful,
+                 "" if d.p50_ms is None else d.p50_ms, "" if d.p95_ms is None else d.p95_ms]
+                for d in report.per_day]
+    elif table == "unanswered":
+        writer.writerow(["count", "variants", "example"])
+        rows = [[g.count, g.variants, _cell(g.example)] for g in report.unanswered]
+    elif table == "not_helpful":
+        writer.writerow(["not_helpful", "helpful", "citations", "comments"])
+        rows = [[u.not_helpful, u.helpful,
+                 " | ".join(f"{c.doc_id}:{c.start}-{c.end}" for c in u.citations),
+                 _cell(" | ".join(u.comments))] for u in report.not_helpful_answers]
+    elif table == "documents":
+        writer.writerow(["doc_id", "title", "cited"])
+        rows = [[_cell(c.doc_id), _cell(c.title or ""), c.count] for c in report.most_cited]
+        rows = [*rows, *[[_cell(doc), _cell(""), 0] for doc in report.never_cited]]
+    else:
+        raise ValueError(f"no table {table!r}: days, unanswered, not_helpful or documents")
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def _cell(text: str) -> str:
+    # A cell starting with = + - @ is run as a formula by spreadsheets: keep it text.
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

@@ -1,0 +1,1 @@
+"""Alembic migrations of the answer and feedback store, run by `records.Store.migrate`."""
