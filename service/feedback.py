@@ -6,7 +6,6 @@ import asyncio
 import hmac
 import logging
 import time
-from functools import lru_cache
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
@@ -18,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from service import insights
 from service.admin import Admin, require_admin
 from service.api import RecorderDep, clean_text
-from service.engine import Engine, NotReady, Snapshot
+from service.engine import Engine, NotReady
 from service.insights_page import render_login, render_page
 from service.limits import ErrorBody
 from service.ratelimit import retry_after_header
@@ -104,16 +103,7 @@ def _corpus(engine: Engine) -> insights.Corpus:
         snapshot = engine.snapshot
     except NotReady:
         return insights.Corpus(None)
-    return insights.Corpus(snapshot.version, snapshot.index.documents, _headings(snapshot))
-
-
-@lru_cache(maxsize=2)
-def _headings_of(version: str, snapshot: Snapshot) -> dict[tuple[str, int], str]:
-    return {(c.doc_id, c.start): c.heading for c in snapshot.index.chunks if c.heading}
-
-
-def _headings(snapshot: Snapshot) -> dict[tuple[str, int], str]:
-    return _headings_of(snapshot.version, snapshot)
+    return insights.Corpus(snapshot.version, snapshot.index.documents, snapshot.index.chunks)
 
 
 Days = Annotated[int, Query(ge=1, le=366, description="How many days back, today included.")]

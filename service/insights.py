@@ -8,6 +8,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import orjson
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 
 from service import lexical
+from service.chunking import Chunk
 from service.corpus import Document
 from service.records import DAY, Store, answer_docs, answers, feedback
 
@@ -94,7 +96,11 @@ class Corpus:
 
     version: str | None
     documents: Mapping[str, Document] = field(default_factory=dict)
-    headings: Mapping[tuple[str, int], str] = field(default_factory=dict)
+    chunks: Sequence[Chunk] = ()
+
+    @cached_property
+    def headings(self) -> dict[tuple[str, int], str]:
+        return {(c.doc_id, c.start): c.heading for c in self.chunks if c.heading}
 
     def title(self, doc_id: str) -> str | None:
         doc = self.documents.get(doc_id)

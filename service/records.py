@@ -194,13 +194,14 @@ class Store:
                   else sqlite.insert(feedback))
         statement = insert.from_select(["answer_id", "answer_at", "helpful", "comment", "at"],
                                        source)
-        statement = statement.on_conflict_do_update(
+        upsert = statement.on_conflict_do_update(
             index_elements=[feedback.c.answer_id],
             set_={"helpful": statement.excluded.helpful, "comment": statement.excluded.comment,
-                  "at": statement.excluded.at})
+                  "at": statement.excluded.at}).returning(feedback.c.answer_id)
+        # RETURNING, not rowcount: drivers disagree on rowcount for INSERT ... SELECT.
         with self.engine.begin() as conn:
-            result = conn.execute(statement)
-        return bool(result.rowcount)
+            stored = conn.execute(upsert).first()
+        return stored is not None
 
     def delete_before(self, cutoff: float) -> int:
         """Drop answers, their document rows and their feedback recorded before `cutoff`."""

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import pwd
 import shutil
 import signal
+import socket
+import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from service.app import create_app
 from service.encoder import ModelInfo, OnnxEncoder, describe_model
@@ -115,3 +122,72 @@ def real_settings(real_encoder_dir: Path) -> Settings:
 def real_client(real_settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(real_settings)) as client:
         yield client
+
+
+class Postgres:
+    """A throwaway PostgreSQL server from Debian's package on a loopback port."""
+
+    def __init__(self) -> None:
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not found:
+            pytest.fail("no PostgreSQL: apt-get install -y postgresql (.ci/run does)")
+        self.bin = Path(found[-1]).parent
+        self.folder = Path(tempfile.mkdtemp(prefix="qa-pg-"))
+        self.port = free_port()
+        self._count = 0
+        # PostgreSQL refuses to run as root: as root, run it as the postgres user.
+        self.prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.prefix:
+            entry = pwd.getpwnam("postgres")
+            os.chown(self.folder, entry.pw_uid, entry.pw_gid)
+        data = self.folder / "data"
+        self._run("initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
+                  "--no-sync")
+        self._run("pg_ctl", "-D", str(data), "-l", str(self.folder / "log"), "-w", "-o",
+                  f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1", "start")
+
+    def _run(self, tool: str, *args: str) -> None:
+        result = subprocess.run([*self.prefix, str(self.bin / tool), *args],
+                                capture_output=True, text=True, timeout=120)
+        if result.returncode:
+            pytest.fail(f"{tool} failed: {result.stdout}{result.stderr}")
+
+    def new_database(self) -> str:
+        """A fresh, empty database's URL."""
+        self._count += 1
+        name = f"qa_test_{self._count}"
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres",
+                             autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.folder / "data"), "-m", "immediate", "stop")
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    server = Postgres()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_settings(request: pytest.FixtureRequest, fake_settings: Settings,
+                   tmp_path: Path) -> Settings:
+    """The fake-encoder settings with an answer store of each kind (the same tests run on
+    both): SQLite in a temporary folder, or a fresh database on the test PostgreSQL."""
+    if request.param == "sqlite":
+        return fake_settings.model_copy(update={"data_dir": tmp_path / "store"})
+    server: Postgres = request.getfixturevalue("postgres")
+    return fake_settings.model_copy(update={"database_url": SecretStr(server.new_database())})

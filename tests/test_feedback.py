@@ -1,0 +1,356 @@
+"""Votes and insights over HTTP, on SQLite and on PostgreSQL: the real app, real stores."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from service.app import create_app
+from service.records import Store, answers, feedback
+from service.settings import Settings
+from tests.conftest import ROOT, FakeEncoder, Postgres, free_port
+
+TOKEN = "insights-admin-token-" + "y" * 20
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+QUESTIONS = ["Who chairs Bloomberg's new board?", "What does a head of product do?",
+             "How do I bake sourdough bread?", "How to bake sourdough bread",
+             "What is the recipe for banana bread?"]
+
+
+def _client(settings: Settings, encoder: FakeEncoder, **changes: Any) -> TestClient:
+    settings = settings.model_copy(update={"admin_token": SecretStr(TOKEN),
+                                           "reload_interval": 0, **changes})
+    return TestClient(create_app(settings, encoder=encoder))
+
+
+def _wait_ready(client: TestClient) -> dict[str, Any]:
+    for _ in range(200):
+        store: dict[str, Any] = client.get("/readyz").json()["store"]
+        if store["status"] != "starting":
+            return store
+        time.sleep(0.05)
+    raise AssertionError("the store never opened")
+
+
+def _flushed(client: TestClient) -> None:
+    assert client.app.state.recorder.flush(5.0)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def client(store_settings: Settings, fake_encoder: FakeEncoder) -> Iterator[TestClient]:
+    with _client(store_settings, fake_encoder) as c:
+        assert _wait_ready(c)["status"] == "ok"
+        yield c
+
+
+def _ask(client: TestClient, question: str) -> dict[str, Any]:
+    r = client.post("/api/ask", json={"question": question})
+    assert r.status_code == 200
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def test_every_answer_has_an_id_and_is_recorded(client: TestClient) -> None:
+    ids = [_ask(client, q)["answer_id"] for q in QUESTIONS]
+    chat = client.post("/api/chat", json={"messages": [{"role": "user", "content": QUESTIONS[0]}]})
+    ids.append(chat.json()["answer_id"])
+    assert len(set(ids)) == len(ids) and all(len(i) == 32 for i in ids)
+    _flushed(client)
+    store: Store = client.app.state.recorder.store  # type: ignore[attr-defined]
+    rows = store.query(sa.select(answers))
+    assert sorted(r.id for r in rows) == sorted(ids)
+    assert {r.route for r in rows} == {"ask", "chat"}
+    assert all(r.question is None for r in rows)  # QA_STORE_QUESTIONS is off by default
+    assert all(r.latency_ms >= 0 and r.index_version for r in rows)
+    ready = client.get("/readyz").json()["store"]
+    assert ready["status"] == "ok" and ready["written"] == len(ids) and ready["dropped"] == 0
+
+
+def test_vote_change_and_comment(client: TestClient) -> None:
+    answer_id = _ask(client, QUESTIONS[0])["answer_id"]
+    r = client.post("/api/feedback", json={"answer_id": answer_id, "helpful": True})
+    assert r.status_code == 204 and r.content == b""
+    r = client.post("/api/feedback", json={"answer_id": answer_id, "helpful": False,
+                                           "comment": "  Cites the wrong section.  "})
+    assert r.status_code == 204
+    store: Store = client.app.state.recorder.store  # type: ignore[attr-defined]
+    votes = store.query(sa.select(feedback.c.answer_id, feedback.c.helpful, feedback.c.comment))
+    assert [tuple(v) for v in votes] == [(answer_id, False, "Cites the wrong section.")]
+
+
+def test_bad_votes_are_refused(client: TestClient) -> None:
+    answer_id = _ask(client, QUESTIONS[1])["answer_id"]
+    unknown = "0" * 32
+    r = client.post("/api/feedback", json={"answer_id": unknown, "helpful": True})
+    assert r.status_code == 404 and "no such answer" in r.json()["detail"]
+    for body in ({"answer_id": answer_id}, {"answer_id": answer_id, "helpful": "yes"},
+                 {"answer_id": "x" * 32, "helpful": True},
+                 {"answer_id": answer_id.upper(), "helpful": True},
+                 {"answer_id": answer_id, "helpful": False, "comment": "x" * 501},
+                 {"answer_id": answer_id, "helpful": False, "comment": "bad\x00byte"}):
+        assert client.post("/api/feedback", json=body).status_code == 422, body
+    r = client.post("/api/feedback", json={"answer_id": answer_id, "helpful": False,
+                                           "comment": "x" * 500})
+    assert r.status_code == 204
+
+
+def test_expired_answers_take_no_votes(client: TestClient) -> None:
+    answer_id = _ask(client, QUESTIONS[0])["answer_id"]
+    _flushed(client)
+    store: Store = client.app.state.recorder.store  # type: ignore[attr-defined]
+    with store.engine.begin() as conn:
+        conn.execute(answers.update().values(at=time.time() - 31 * 86_400))
+    r = client.post("/api/feedback", json={"answer_id": answer_id, "helpful": True})
+    assert r.status_code == 404
+
+
+def test_feedback_is_rate_limited_like_the_rest(store_settings: Settings,
+                                                fake_encoder: FakeEncoder) -> None:
+    with _client(store_settings, fake_encoder, rate_limit=3) as c:
+        _wait_ready(c)
+        answer_id = _ask(c, QUESTIONS[0])["answer_id"]
+        codes = [c.post("/api/feedback", json={"answer_id": answer_id, "helpful": True})
+                 .status_code for _ in range(3)]
+        assert codes[:2] == [204, 204] and codes[2] == 429
+
+
+def test_recording_off_means_no_ids_and_no_store(store_settings: Settings,
+                                                 fake_encoder: FakeEncoder) -> None:
+    with _client(store_settings, fake_encoder, recording=False) as c:
+        body = _ask(c, QUESTIONS[0])
+        assert body["answer_id"] is None
+        assert c.get("/readyz").json()["store"] is None
+        r = c.post("/api/feedback", json={"answer_id": "a" * 32, "helpful": True})
+        assert r.status_code == 404
+    assert not (store_settings.data_dir / "qa.sqlite3").exists()
+
+
+def test_a_store_that_is_down_never_fails_an_answer(fake_settings: Settings,
+                                                    fake_encoder: FakeEncoder) -> None:
+    # Nothing listens on port 9 of loopback: the store cannot be opened.
+    down = SecretStr("postgresql://nobody:hunter2-password@127.0.0.1:9/none")
+    with _client(fake_settings, fake_encoder, database_url=down) as c:
+        store = _wait_ready(c)
+        assert store["status"] == "down" and store["backend"] == "postgresql"
+        assert store["error"] and "hunter2" not in store["error"]
+        for q in QUESTIONS:
+            assert c.post("/api/ask", json={"question": q}).status_code == 200
+        r = c.post("/api/feedback", json={"answer_id": "a" * 32, "helpful": True})
+        assert r.status_code == 503 and r.headers["Retry-After"]
+        metrics = c.get("/metrics").text
+        assert "qa_store_up 0.0" in metrics
+        assert f"qa_records_queued {float(len(QUESTIONS))}" in metrics
+        assert c.get("/api/admin/insights", headers=AUTH).status_code == 503
+
+
+def test_a_full_queue_drops_with_a_counter(store_settings: Settings,
+                                           fake_encoder: FakeEncoder) -> None:
+    down = SecretStr("postgresql://nobody@127.0.0.1:9/none")
+    with _client(store_settings, fake_encoder, database_url=down, record_queue=16) as c:
+        _wait_ready(c)
+        for i in range(20):
+            assert c.post("/api/ask", json={"question": f"{QUESTIONS[0]} {i}"}).status_code == 200
+        assert c.get("/readyz").json()["store"]["dropped"] == 4
+        assert 'qa_records_dropped_total{reason="queue_full"} 4.0' in c.get("/metrics").text
+
+
+def test_insights_json_csv_and_page(store_settings: Settings,
+                                    fake_encoder: FakeEncoder) -> None:
+    with _client(store_settings, fake_encoder, store_questions=True) as c:
+        _wait_ready(c)
+        ids = [_ask(c, q)["answer_id"] for q in QUESTIONS for _ in range(2)]
+        bodies = [_ask(c, q) for q in QUESTIONS]
+        worst = next(b for b in bodies if b["answered"])
+        _flushed(c)
+        for answer_id in ids[:3]:
+            assert c.post("/api/feedback", json={"answer_id": answer_id,
+                                                 "helpful": True}).status_code == 204
+        assert c.post("/api/feedback", json={"answer_id": worst["answer_id"], "helpful": False,
+                                             "comment": "=not what I asked"}).status_code == 204
+
+        assert c.get("/api/admin/insights").status_code == 401
+        r = c.get("/api/admin/insights", params={"days": 7}, headers=AUTH)
+        assert r.status_code == 200
+        report = r.json()
+        total = len(QUESTIONS) * 3
+        assert report["questions"] == total and report["days"] == 7
+        assert len(report["per_day"]) == 7 and report["per_day"][-1]["questions"] == total
+        assert report["answered"] + report["declined"] == total
+        assert report["helpful"] == 3 and report["not_helpful"] == 1
+        assert report["p50_ms"] is not None and report["p95_ms"] >= report["p50_ms"]
+        declined = [b["question"] for b in bodies if not b["answered"]]
+        assert sum(g["count"] for g in report["unanswered"]) == report["declined"]
+        if len(declined) > 1:
+            assert len(report["unanswered"]) < len(declined)  # near-identical ones merged
+        [bad] = report["not_helpful_answers"]
+        assert bad["comments"] == ["=not what I asked"]
+        quoted = [c for c in worst["citations"] if c["highlights"]]
+        assert [(p["doc_id"], p["start"], p["end"], p["text"]) for p in bad["citations"]] == \
+            [(q["doc_id"], q["start"], q["end"], q["text"]) for q in quoted]
+        assert report["most_cited"][0]["doc_id"] == "head-of-product.txt"
+        assert report["never_cited"] == [] and report["never_cited_total"] == 0
+
+        r = c.get("/api/admin/insights.csv", params={"table": "not_helpful"}, headers=AUTH)
+        assert r.headers["content-type"].startswith("text/csv")
+        rows = list(csv.reader(io.StringIO(r.text)))
+        assert rows[0] == ["not_helpful", "helpful", "citations", "comments"]
+        assert rows[1][3] == "'=not what I asked"  # never a spreadsheet formula
+        days = list(csv.reader(io.StringIO(
+            c.get("/api/admin/insights.csv", headers=AUTH).text)))
+        assert len(days) == 31 and days[-1][1] == str(total)
+        assert c.get("/api/admin/insights", params={"collection": "other"},
+                     headers=AUTH).status_code == 404
+
+
+def test_the_page_signs_in_with_a_form_never_a_url(store_settings: Settings,
+                                                   fake_encoder: FakeEncoder) -> None:
+    with _client(store_settings, fake_encoder, admin_rate_limit=2) as c:
+        _wait_ready(c)
+        _ask(c, QUESTIONS[0])
+        page = c.get("/admin/insights")
+        assert page.status_code == 401 and 'type="password"' in page.text
+        assert "script" not in page.headers["content-security-policy"]
+        assert page.headers["cache-control"] == "no-store"
+        r = c.post("/admin/insights", data={"token": TOKEN}, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/admin/insights"
+        cookie = r.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/admin" in cookie
+        assert TOKEN not in cookie
+        page = c.get("/admin/insights")
+        assert page.status_code == 200 and page.text.count("<svg") == 3
+        assert "<script" not in page.text
+        assert c.get("/admin/insights.csv?table=documents").status_code == 200
+        c.post("/admin/logout")
+        assert c.get("/admin/insights").status_code == 401
+        for _ in range(2):
+            assert c.post("/admin/insights", data={"token": "wrong"}).status_code == 401
+        assert c.post("/admin/insights", data={"token": TOKEN}).status_code == 429
+
+
+def test_no_question_text_in_the_store_files_unless_asked(fake_settings: Settings,
+                                                          fake_encoder: FakeEncoder) -> None:
+    marker = "Quokkaville zebrafinch"
+    for stored in (False, True):
+        data_dir = fake_settings.data_dir / f"questions-{stored}"
+        with _client(fake_settings, fake_encoder, data_dir=data_dir,
+                     store_questions=stored) as c:
+            _wait_ready(c)
+            answer_id = _ask(c, f"Where does the {marker} keeper live?")["answer_id"]
+            c.post("/api/chat", json={"messages": [
+                {"role": "user", "content": f"Tell me about {marker}"}]})
+            _flushed(c)
+            assert c.post("/api/feedback", json={"answer_id": answer_id,
+                                                 "helpful": False}).status_code == 204
+            # While the service runs, the newest pages live in the WAL file: read them all.
+            files = sorted(data_dir.iterdir())
+            assert {f.name for f in files} >= {"qa.sqlite3", "qa.sqlite3-wal"}
+            found = [f.name for f in files for word in marker.split()
+                     if word.encode() in f.read_bytes()]
+        # Stored when asked for: the check above can find the text where it is.
+        assert bool(found) is stored, found
+
+
+def _start_service(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`uvicorn --factory service.app:create_app` on a free port, once its store is open."""
+    port = free_port()
+    origin = f"http://127.0.0.1:{port}"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app",
+             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+            cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        try:
+            r = httpx.get(f"{origin}/readyz", timeout=2)
+            if r.status_code == 200 and r.json()["store"]["status"] == "ok":
+                return proc, origin
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"the service did not become ready:\n{log.read_text()}")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_kill_9_while_votes_are_written_loses_nothing_acknowledged(
+        backend: str, real_settings: Settings, tmp_path: Path,
+        request: pytest.FixtureRequest) -> None:
+    env = {"QA_CORPUS_DIR": str(real_settings.corpus_dir),
+           "QA_INDEX_DIR": str(real_settings.index_dir), "QA_RATE_LIMIT": "0",
+           "QA_RELOAD_INTERVAL": "0", "QA_DATA_DIR": str(tmp_path / "data"),
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    if backend == "postgresql":
+        server: Postgres = request.getfixturevalue("postgres")
+        env["QA_DATABASE_URL"] = server.new_database()
+    log = tmp_path / "uvicorn.log"
+    proc, origin = _start_service(env, log)
+    try:
+        with httpx.Client(base_url=origin, timeout=10) as http:
+            ids = [http.post("/api/ask", json={"question": f"{q} ({i})"}).json()["answer_id"]
+                   for i in range(4) for q in QUESTIONS]
+            while http.get("/readyz").json()["store"]["written"] < len(ids):
+                time.sleep(0.05)
+        acked: dict[str, int] = {}  # answer id -> the last vote number acknowledged with 204
+
+        def vote(mine: list[str]) -> None:
+            with httpx.Client(base_url=origin, timeout=10) as http:
+                for n in range(1, 10_000):
+                    for answer_id in mine:
+                        try:
+                            r = http.post("/api/feedback", json={
+                                "answer_id": answer_id, "helpful": n % 2 == 0,
+                                "comment": f"vote {n}"})
+                        except httpx.TransportError:
+                            return
+                        if r.status_code == 204:
+                            acked[answer_id] = n
+
+        threads = [threading.Thread(target=vote, args=(ids[i::4],)) for i in range(4)]
+        for t in threads:
+            t.start()
+        while len(acked) < len(ids) or min(acked.values()) < 3:
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        for t in threads:
+            t.join(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    url = env.get("QA_DATABASE_URL")
+    settings = Settings(data_dir=tmp_path / "data", database_url=url and SecretStr(url))
+    store = Store.open(settings)  # migrations and recovery run cleanly
+    if backend == "sqlite":
+        with store.engine.connect() as conn:
+            assert conn.execute(sa.text("PRAGMA integrity_check")).scalar() == "ok"
+    stored = {r.answer_id: (r.helpful, r.comment)
+              for r in store.query(sa.select(feedback.c.answer_id, feedback.c.helpful,
+                                             feedback.c.comment))}
+    store.close()
+    for answer_id, n in acked.items():
+        helpful, comment = stored[answer_id]
+        # The acknowledged vote, or one sent after it whose answer the kill cut off.
+        last = int(comment.removeprefix("vote "))
+        assert last in (n, n + 1) and helpful == (last % 2 == 0), (answer_id, n, comment)
+    # And the service starts again on the same store.
+    proc, _ = _start_service(env, log)
+    proc.terminate()
+    proc.wait(10)
