@@ -10,10 +10,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
@@ -191,3 +194,26 @@ def store_settings(request: pytest.FixtureRequest, fake_settings: Settings,
         return fake_settings.model_copy(update={"data_dir": tmp_path / "store"})
     server: Postgres = request.getfixturevalue("postgres")
     return fake_settings.model_copy(update={"database_url": SecretStr(server.new_database())})
+
+
+def start_service(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`uvicorn --factory service.app:create_app` on a free port, once its store is open."""
+    port = free_port()
+    origin = f"http://127.0.0.1:{port}"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app",
+             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+            cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        try:
+            r = httpx.get(f"{origin}/readyz", timeout=2)
+            if r.status_code == 200 and r.json()["store"]["status"] == "ok":
+                return proc, origin
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"the service did not become ready:\n{log.read_text()}")

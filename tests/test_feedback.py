@@ -6,8 +6,6 @@ import csv
 import io
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +21,7 @@ from pydantic import SecretStr
 from service.app import create_app
 from service.records import Store, answers, feedback
 from service.settings import Settings
-from tests.conftest import ROOT, FakeEncoder, Postgres, free_port
+from tests.conftest import FakeEncoder, Postgres, start_service
 
 TOKEN = "insights-admin-token-" + "y" * 20
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -265,29 +263,6 @@ def test_no_question_text_in_the_store_files_unless_asked(fake_settings: Setting
         assert bool(found) is stored, found
 
 
-def _start_service(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """`uvicorn --factory service.app:create_app` on a free port, once its store is open."""
-    port = free_port()
-    origin = f"http://127.0.0.1:{port}"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app",
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-            cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()
-        try:
-            r = httpx.get(f"{origin}/readyz", timeout=2)
-            if r.status_code == 200 and r.json()["store"]["status"] == "ok":
-                return proc, origin
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise AssertionError(f"the service did not become ready:\n{log.read_text()}")
-
-
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_kill_9_while_votes_are_written_loses_nothing_acknowledged(
         backend: str, real_settings: Settings, tmp_path: Path,
@@ -300,7 +275,7 @@ def test_kill_9_while_votes_are_written_loses_nothing_acknowledged(
         server: Postgres = request.getfixturevalue("postgres")
         env["QA_DATABASE_URL"] = server.new_database()
     log = tmp_path / "uvicorn.log"
-    proc, origin = _start_service(env, log)
+    proc, origin = start_service(env, log)
     try:
         with httpx.Client(base_url=origin, timeout=10) as http:
             ids = [http.post("/api/ask", json={"question": f"{q} ({i})"}).json()["answer_id"]
@@ -336,7 +311,7 @@ def test_kill_9_while_votes_are_written_loses_nothing_acknowledged(
             proc.kill()
             proc.wait()
     url = env.get("QA_DATABASE_URL")
-    settings = Settings(data_dir=tmp_path / "data", database_url=url and SecretStr(url))
+    settings = Settings(data_dir=tmp_path / "data", database_url=SecretStr(url) if url else None)
     store = Store.open(settings)  # migrations and recovery run cleanly
     if backend == "sqlite":
         with store.engine.connect() as conn:
@@ -351,6 +326,6 @@ def test_kill_9_while_votes_are_written_loses_nothing_acknowledged(
         last = int(comment.removeprefix("vote "))
         assert last in (n, n + 1) and helpful == (last % 2 == 0), (answer_id, n, comment)
     # And the service starts again on the same store.
-    proc, _ = _start_service(env, log)
+    proc, _ = start_service(env, log)
     proc.terminate()
     proc.wait(10)

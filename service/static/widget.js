@@ -62,7 +62,10 @@ blockquote ul{margin:0;padding-left:18px;white-space:normal}.q a{font-size:12px;
 mark{background:#ffe066;color:#1b1f24;border-radius:2px}
 .cx{background:#e3ecfb}
 .q button,.m>button{margin:4px 6px 0 0;font-size:12px}
-.ok{color:#1d6b34;font-size:12px}.bad{color:#b3261e;font-size:12px}
+.ok{color:#1d6b34;font-size:12px}
+.fb{display:flex;flex-wrap:wrap;gap:6px;align-items:center;margin-top:8px;white-space:normal}
+.fb button{font-size:12px}.fb [aria-pressed=true]{background:var(--a);color:var(--on)}
+.fb div{flex-basis:100%;display:flex;gap:6px;align-items:flex-end}.bad{color:#b3261e;font-size:12px}
 .dots::after{content:'…';display:inline-block;animation:b 1s steps(2) infinite}
 @keyframes b{50%{opacity:.2}}
 @media (prefers-reduced-motion:reduce){.dots::after{animation:none}}
@@ -370,7 +373,52 @@ form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-w
         h('p', null, reply.answered ? 'Sources' : 'Nearest passages (they do not answer the question)'),
         h('ul', null, cites.map((c) => h('li', null, chip(c, '[' + c.n + '] ' + where(c), { title: where(c) }))))));
     }
+    if (reply.answer_id) el.append(rate(reply));
     return el;
+  }
+
+  // Helpful / Not helpful under an answer; one vote that can be changed, then an optional comment.
+  function rate(reply) {
+    const note = h('span', { className: 'ok' });
+    let more = null;
+    const post = async (helpful, comment) => {
+      let r = null;
+      try {
+        r = await fetch(new URL('api/feedback', base), {
+          method: 'POST', credentials: 'omit', headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify({ answer_id: reply.answer_id, helpful, comment }),
+        });
+      } catch (e) { /* reported below */ }
+      if (r && r.ok) { reply.vote = helpful; save(); }
+      note.className = r && r.ok ? 'ok' : 'bad';
+      note.textContent = r && r.ok ? (comment ? 'Thanks for the comment.' : 'Thanks for your feedback.')
+        : "Couldn't send your feedback" + (r ? ' (HTTP ' + r.status + ').' : '.');
+      say(note.textContent);
+      sync();
+      return r && r.ok;
+    };
+    const yes = btn('Helpful', null, () => { if (more) more.hidden = true; post(true); });
+    // The comment box is made only when wanted: until then the answer has no second textarea.
+    const no = btn('Not helpful', null, async () => {
+      if (!(await post(false))) return;
+      if (!more) {
+        const ta = h('textarea', { rows: 2, maxLength: 500, placeholder: 'What was wrong? (optional)', 'aria-label': 'What was wrong? (optional)' });
+        more = h('div', null, ta, btn('Send', null, async () => {
+          const c = clean(ta.value);
+          if (c && await post(false, c)) { more.hidden = true; no.focus(); }
+        }));
+        box.append(more);
+      }
+      more.hidden = false;
+      more.firstChild.focus();
+    });
+    const sync = () => {
+      yes.setAttribute('aria-pressed', String(reply.vote === true));
+      no.setAttribute('aria-pressed', String(reply.vote === false));
+    };
+    sync();
+    const box = h('div', { className: 'fb', role: 'group', 'aria-label': 'Was this answer helpful?' }, yes, no, note);
+    return box;
   }
 
   function retryAfter(r) {
@@ -444,6 +492,7 @@ form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-w
       const keep = {
         answered: !!reply.answered, answer: reply.answer, answer_parts: reply.answer_parts,
         index_version: reply.index_version,
+        answer_id: typeof reply.answer_id === 'string' ? reply.answer_id : null,
         citations: (reply.citations || []).map((c) => ({
           n: c.n, doc_id: c.doc_id, title: c.title, heading: c.heading, start: c.start, end: c.end,
           text: c.text, highlights: c.highlights, page: c.page,
