@@ -55,10 +55,12 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: bench.json in a new temporary folder)")
     parser.add_argument("--skip", nargs="*", default=[],
                         choices=["scale", "scale-1m", "lifecycle", "hardening", "scifact",
-                                 "formats"],
+                                 "formats", "feedback"],
                         help="sections to leave out (for quick runs while developing)")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-"))
+    # Servers record answers; keep their store out of the repository's data/ folder.
+    os.environ.setdefault("QA_DATA_DIR", str(work / "data"))
     out: Path = args.out or work / "bench.json"
     started = time.perf_counter()
     figures: dict[str, Any] = {"machine": machine()}
@@ -98,7 +100,8 @@ def run_sections(figures: dict[str, Any], work: Path, skip: set[str]) -> None:
                                          with_1m="scale-1m" not in skip)
         print_scale(figures["scale"])
     for name, title in (("index_lifecycle", "index lifecycle"), ("hardening", "hardening"),
-                        ("formats", "reading PDF and Word files")):
+                        ("formats", "reading PDF and Word files"),
+                        ("feedback", "recording and insights")):
         if name.split("_")[-1] in skip or not (ROOT / "bench" / f"{name}.py").is_file():
             continue
         print(f"\n== {title} ==")

@@ -8,7 +8,8 @@ from html import escape
 from service.insights import InsightsOut
 
 PERIODS = (7, 30, 90)
-W, H, PAD_L, PAD_B, PAD_T = 640, 190, 44, 22, 10
+W, H, PAD_L, PAD_B, PAD_T = 440, 170, 58, 24, 10
+FONT = 14  # in viewBox units: about 11 px at 375 px wide, 20 px at the widest
 ANSWERED, DECLINED, HELPFUL, UNHELPFUL, P50, P95 = (
     "#1f55c4", "#c76a00", "#1d7a3e", "#b3261e", "#1f55c4", "#7b3fb0")
 
@@ -34,21 +35,22 @@ def _frame(title: str, desc: str, top: float, unit: str, days: Sequence[str],
     for frac in (0.0, 0.5, 1.0):
         y = PAD_T + plot_h * (1 - frac)
         parts.append(f'<line x1="{PAD_L}" x2="{W}" y1="{y:.1f}" y2="{y:.1f}" stroke="#d5dae1"/>')
-        label = f"{top * frac:.0f}" if top >= 10 else f"{top * frac:.1f}"
-        parts.append(f'<text x="{PAD_L - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="12" '
-                     f'fill="#4a5260">{label}{_e(unit)}</text>')
+        value = top * frac
+        label = f"{value:.0f}" if value >= 10 or value == int(value) else f"{value:.1f}"
+        parts.append(f'<text x="{PAD_L - 6}" y="{y + 5:.1f}" text-anchor="end" '
+                     f'font-size="{FONT}" fill="#4a5260">{label}{_e(unit)}</text>')
     parts.extend(body)
     if days:
-        parts.append(f'<text x="{PAD_L}" y="{H - 4}" font-size="12" fill="#4a5260">'
+        parts.append(f'<text x="{PAD_L}" y="{H - 4}" font-size="{FONT}" fill="#4a5260">'
                      f'{_e(days[0])}</text>')
-        parts.append(f'<text x="{W}" y="{H - 4}" font-size="12" fill="#4a5260" '
+        parts.append(f'<text x="{W}" y="{H - 4}" font-size="{FONT}" fill="#4a5260" '
                      f'text-anchor="end">{_e(days[-1])}</text>')
     x = PAD_L
     for colour, name in legend:
-        parts.append(f'<rect x="{x}" y="{H + 8}" width="12" height="12" fill="{colour}"/>')
-        parts.append(f'<text x="{x + 16}" y="{H + 18}" font-size="12" fill="#1b1f24">'
+        parts.append(f'<rect x="{x}" y="{H + 7}" width="13" height="13" fill="{colour}"/>')
+        parts.append(f'<text x="{x + 18}" y="{H + 19}" font-size="{FONT}" fill="#1b1f24">'
                      f'{_e(name)}</text>')
-        x += 24 + 8 * len(name)
+        x += 30 + 8 * len(name)
     parts.append("</svg>")
     return "".join(parts)
 

@@ -10,17 +10,13 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from service.settings import Settings
+from tests import test_widget_browser as widget_tests
 from tests.conftest import ROOT, start_service
-from tests.test_widget_browser import (
-    FOCUSED,
-    WATCH_CSP,
-    Watch,
-    ask,
-    browser,  # noqa: F401 - the module's Chromium fixture
-    open_page,  # noqa: F401 - the page fixture that records CSP violations
-    open_panel,
-    widget,
-)
+from tests.test_widget_browser import FOCUSED, WATCH_CSP, Watch, ask, open_panel, widget
+
+# The widget tests' fixtures: Chromium for this module, and pages that record CSP violations.
+browser = widget_tests.browser
+open_page = widget_tests.open_page
 
 TOKEN = "browser-insights-token-" + "z" * 16
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -69,7 +65,7 @@ def test_vote_change_the_vote_and_comment(service: str,
     assert response.value.status == 204
     expect(yes).to_have_attribute("aria-pressed", "true")
     expect(no).to_have_attribute("aria-pressed", "false")
-    expect(bubble.locator(".fb .ok")).to_have_text("Thanks for your feedback.")
+    expect(bubble.locator(".fb .th")).to_have_text("Thanks for your feedback.")
     expect(widget(page, "[role=status]")).to_have_text("Thanks for your feedback.")
     shot(page, "01-helpful")
     assert (votes(service)["helpful"], votes(service)["not_helpful"]) == (1, 0)
@@ -85,7 +81,7 @@ def test_vote_change_the_vote_and_comment(service: str,
     with page.expect_response(lambda r: r.url.endswith("/api/feedback")) as response:
         bubble.locator(".fb div button").click()
     assert response.value.status == 204
-    expect(bubble.locator(".fb .ok")).to_have_text("Thanks for the comment.")
+    expect(bubble.locator(".fb .th")).to_have_text("Thanks for the comment.")
     expect(comment).to_be_hidden()
     report = votes(service)
     assert (report["helpful"], report["not_helpful"]) == (0, 1)
@@ -131,7 +127,7 @@ def test_feedback_keyboard_only(service: str, open_page: Callable[..., Watch]) -
 
 
 @pytest.mark.parametrize("width", [1280, 375])
-def test_insights_page_renders_plots_under_a_strict_csp(service: str, browser: Browser,  # noqa: F811
+def test_insights_page_renders_plots_under_a_strict_csp(service: str, browser: Browser,
                                                         width: int) -> None:
     for q in ("Who is the head of product at Bloomberg?", "What is a chief product officer?",
               "How do I bake banana bread?", "How to bake a banana bread",

@@ -62,7 +62,7 @@ blockquote ul{margin:0;padding-left:18px;white-space:normal}.q a{font-size:12px;
 mark{background:#ffe066;color:#1b1f24;border-radius:2px}
 .cx{background:#e3ecfb}
 .q button,.m>button{margin:4px 6px 0 0;font-size:12px}
-.ok{color:#1d6b34;font-size:12px}
+.ok,.th{color:#1d6b34;font-size:12px}
 .fb{display:flex;flex-wrap:wrap;gap:6px;align-items:center;margin-top:8px;white-space:normal}
 .fb button{font-size:12px}.fb [aria-pressed=true]{background:var(--a);color:var(--on)}
 .fb div{flex-basis:100%;display:flex;gap:6px;align-items:flex-end}.bad{color:#b3261e;font-size:12px}
@@ -379,7 +379,7 @@ form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-w
 
   // Helpful / Not helpful under an answer; one vote that can be changed, then an optional comment.
   function rate(reply) {
-    const note = h('span', { className: 'ok' });
+    const note = h('span', { className: 'th' });
     let more = null;
     const post = async (helpful, comment) => {
       let r = null;
@@ -390,7 +390,7 @@ form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-w
         });
       } catch (e) { /* reported below */ }
       if (r && r.ok) { reply.vote = helpful; save(); }
-      note.className = r && r.ok ? 'ok' : 'bad';
+      note.className = r && r.ok ? 'th' : 'th bad';
       note.textContent = r && r.ok ? (comment ? 'Thanks for the comment.' : 'Thanks for your feedback.')
         : "Couldn't send your feedback" + (r ? ' (HTTP ' + r.status + ').' : '.');
       say(note.textContent);
@@ -411,6 +411,7 @@ form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-w
       }
       more.hidden = false;
       more.firstChild.focus();
+      reveal(more);
     });
     const sync = () => {
       yes.setAttribute('aria-pressed', String(reply.vote === true));

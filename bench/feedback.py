@@ -1,0 +1,203 @@
+"""Recording and insights figures: what recording adds to an answer, c=16 throughput with no
+loss, and the insights for 100,000 recorded answers. `main()` prints and returns them; run
+alone as `python bench/feedback.py` (or within `make bench`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import timeit
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # run as `python bench/feedback.py`
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from bench import http_load  # noqa: E402
+from bench.server import Server  # noqa: E402
+from service.answer import Answer, Citation  # noqa: E402
+from service.indexing import build_index  # noqa: E402
+from service.insights import Corpus, compute  # noqa: E402
+from service.recorder import Recorder  # noqa: E402
+from service.records import AnswerRecord, Store  # noqa: E402
+from service.settings import Settings  # noqa: E402
+
+SEED_QA = ROOT.parent / "shared" / "eval" / "seed_qa.jsonl"
+ROUNDS = 3
+TOKEN = "bench-insights-token-" + "b" * 20
+ENV = {"QA_RATE_LIMIT": "0", "QA_RELOAD_INTERVAL": "0", "QA_LOG_LEVEL": "WARNING"}
+
+
+def record_call_us() -> float:
+    """The request path's whole share of recording, in-process: id, record, enqueue."""
+    citation = Citation(1, "a.txt", "A", "", 0, 10, "0123456789", 1.0, ((0, 5),))
+    answer = Answer("text [1]", True, 0.5, (citation,))
+    folder = Path(tempfile.mkdtemp(prefix="bench-record-"))
+    settings = Settings(data_dir=folder)
+    recorder = Recorder(lambda: Store.open(settings), backend="sqlite", capacity=1_000_000,
+                        retention_days=30, store_questions=False)
+    number = 100_000
+    best = min(timeit.repeat(lambda: recorder.record("ask", "v1", answer, "q?", 1.0),
+                             number=number, repeat=3))
+    return best / number * 1e6
+
+
+def http_p50(env: dict[str, str], asks: list[bytes], work: Path, name: str) -> dict[str, Any]:
+    """Sequential asks (cache on and off) and c=16 throughput (cache off) on one server."""
+    out: dict[str, Any] = {}
+    for cache in ("1024", "0"):
+        with Server({**env, "QA_CACHE_SIZE": cache}, log=work / f"{name}-{cache}.log",
+                    extra_args=("--no-access-log",)) as server:
+            out["cached" if cache != "0" else "uncached"] = http_load.sequential(
+                server.port, asks * 20, warmup=len(asks))
+    return out
+
+
+def throughput(env: dict[str, str], asks: list[bytes], work: Path) -> dict[str, Any]:
+    with Server({**env, "QA_CACHE_SIZE": "0"}, log=work / "c16.log",
+                extra_args=("--no-access-log",)) as server:
+        result = http_load.concurrent(server.port, asks, 16, seconds=8.0)
+        store: dict[str, Any] = {}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/readyz") as r:
+                store = json.load(r)["store"] or {}
+            if store.get("queued") == 0:
+                break
+            time.sleep(0.2)
+        # Every answer the service gave (warm-up included), from its own counter.
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics") as r:
+            answers = sum(float(line.rsplit(" ", 1)[1]) for line in r.read().decode().splitlines()
+                          if line.startswith("qa_answers_total{"))
+    return {**result, "store": store, "answers_given": int(answers)}
+
+
+def seed(store: Store, count: int, days: int, documents: list[str]) -> None:
+    rng = random.Random(7)
+    now = time.time()
+    gaps = [f"How do I {verb} the {thing}?" for verb in ("renew", "reset", "return", "book")
+            for thing in ("badge", "laptop", "parking permit", "travel card", "locker")]
+    batch: list[AnswerRecord] = []
+    for i in range(count):
+        answered = rng.random() > 0.3
+        docs = tuple(rng.sample(documents, k=min(3, len(documents)))) if answered else ()
+        question = rng.choice(gaps) if not answered else f"question {i}"
+        if not answered and rng.random() < 0.5:
+            question = question.lower().rstrip("?")  # a near-identical wording
+        batch.append(AnswerRecord(
+            uuid.uuid4().hex, now - rng.random() * days * 86_400, "default", "v1", "ask",
+            answered, rng.random(), rng.lognormvariate(1.0, 0.5), docs,
+            tuple((d, 0, 100) for d in docs[:1]), question))
+        if len(batch) == 5000:
+            store.write_answers(batch)
+            batch = []
+    store.write_answers(batch)
+    rows = store.query(sa.text("SELECT id FROM qa_answers"))
+    for (answer_id,) in rng.sample(rows, k=count // 10):
+        store.set_feedback(answer_id, rng.random() > 0.3, "too vague" if rng.random() < 0.2
+                           else None, time.time(), since=0)
+
+
+def insights_at_scale(index_settings: Settings, work: Path, count: int = 100_000) -> dict[str, Any]:
+    """Seed `count` answers over 30 days, then time the insights: in-process and the page over
+    HTTP (sign-in cookie), best of 3 after one warm-up."""
+    data = work / "insights-data"
+    settings = index_settings.model_copy(update={"data_dir": data})
+    store = Store.open(settings)
+    from service.retrieval import load_index
+    from service.store import current_version
+
+    version = current_version(settings.index_dir)
+    assert version is not None
+    index = load_index(settings.index_dir / "versions" / version)
+    started = time.perf_counter()
+    seed(store, count, 30, sorted(index.documents))
+    seeded_s = time.perf_counter() - started
+    corpus = Corpus(version, index.documents, index.chunks)
+    times = []
+    for _ in range(4):
+        started = time.perf_counter()
+        report = compute(store, corpus, collection="default", days=30, questions_stored=True,
+                         cutoff=0.0)
+        times.append(time.perf_counter() - started)
+    store.close()
+    assert report.questions == count, report.questions
+    env = {**ENV, "QA_CORPUS_DIR": str(settings.corpus_dir),
+           "QA_INDEX_DIR": str(settings.index_dir), "QA_DATA_DIR": str(data),
+           "QA_ADMIN_TOKEN": TOKEN, "QA_STORE_QUESTIONS": "true"}
+    page_times = []
+    with Server(env, log=work / "insights.log", extra_args=("--no-access-log",)) as server:
+        for _ in range(4):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{server.port}/admin/insights?days=30",
+                headers={"Authorization": f"Bearer {TOKEN}"})
+            started = time.perf_counter()
+            with urllib.request.urlopen(request) as r:
+                body = r.read()
+            page_times.append(time.perf_counter() - started)
+        assert body.count(b"<svg") == 3
+    return {"answers": count, "seed_s": round(seeded_s, 1),
+            "compute_s": round(min(times[1:]), 3), "page_s": round(min(page_times[1:]), 3),
+            "page_bytes": len(body), "groups": len(report.unanswered),
+            "top_group": report.unanswered[0].model_dump() if report.unanswered else None}
+
+
+def main() -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="bench-feedback-"))
+    settings = Settings(corpus_dir=ROOT / "corpus", index_dir=work / "index",
+                        data_dir=work / "data")
+    build_index(settings)
+    questions = [json.loads(line)["question"] for line in SEED_QA.read_text("utf-8").splitlines()]
+    asks = [http_load.post("/api/ask", {"question": q, "top_k": 3}) for q in questions]
+    env = {**ENV, "QA_CORPUS_DIR": str(settings.corpus_dir),
+           "QA_INDEX_DIR": str(settings.index_dir), "QA_DATA_DIR": str(work / "data")}
+    figures: dict[str, Any] = {"record_call_us": round(record_call_us(), 2)}
+    print(f"recording on the request path (id + enqueue, in-process): "
+          f"{figures['record_call_us']:.2f} µs a call (target <= 100 µs)")
+    rounds: list[dict[str, Any]] = []
+    for i in range(ROUNDS):  # alternate off/on so machine noise hits both alike
+        off = http_p50({**env, "QA_RECORDING": "false"}, asks, work, f"off-{i}")
+        on = http_p50({**env, "QA_DATA_DIR": str(work / f"data-{i}")}, asks, work, f"on-{i}")
+        rounds.append({"off": off, "on": on})
+    for kind in ("cached", "uncached"):
+        off_p50 = statistics.median(r["off"][kind]["p50_ms"] for r in rounds)
+        on_p50 = statistics.median(r["on"][kind]["p50_ms"] for r in rounds)
+        figures[f"{kind}_p50_ms"] = {"recording_off": off_p50, "recording_on": on_p50,
+                                     "added_ms": round(on_p50 - off_p50, 3)}
+        print(f"/api/ask p50, answer cache {'on ' if kind == 'cached' else 'off'}, c=1: "
+              f"recording off {off_p50:.3f} ms, on {on_p50:.3f} ms "
+              f"(added {on_p50 - off_p50:+.3f} ms; target <= 0.1; medians of {ROUNDS} rounds)")
+    c16_off = throughput({**env, "QA_RECORDING": "false"}, asks, work)
+    c16_on = throughput({**env, "QA_DATA_DIR": str(work / "data-c16")}, asks, work)
+    store = c16_on["store"]
+    given = c16_on["answers_given"]
+    figures["c16"] = {"recording_off_rps": c16_off["rps"], "recording_on_rps": c16_on["rps"],
+                      "answers_given": given, "store": store,
+                      "lost": given - int(store.get("written", 0))}
+    print(f"/api/ask c=16, cache off, 8 s: recording off {c16_off['rps']:.0f} req/s, on "
+          f"{c16_on['rps']:.0f} req/s; answers given {given} (warm-up included), records "
+          f"written {store.get('written')}, dropped {store.get('dropped')}, lost "
+          f"{figures['c16']['lost']}")
+    figures["insights"] = insights_at_scale(settings, work)
+    ins = figures["insights"]
+    print(f"insights for {ins['answers']:,} recorded answers (30 days, SQLite): computed in "
+          f"{ins['compute_s']:.3f} s in-process, page over HTTP in {ins['page_s']:.3f} s "
+          f"({ins['page_bytes']:,} bytes; target <= 1 s); seeding took {ins['seed_s']} s; "
+          f"top gap: {ins['top_group']}")
+    return figures
+
+
+if __name__ == "__main__":
+    main()
