@@ -131,6 +131,8 @@ class DocumentOut(BaseModel):
 
 
 class StoreStatus(BaseModel):
+    """The answer store as this process sees it; `error` is the kind of the last failure."""
+
     status: Literal["ok", "starting", "down", "failing"]
     backend: str
     queued: int
@@ -311,7 +313,8 @@ def readyz(request: Request, snapshot: SnapshotDep, recorder: RecorderDep) -> Re
     store = None if recorder is None else StoreStatus(
         status=recorder.status(), backend=recorder.backend, queued=recorder.queued,
         written=recorder.written, dropped=recorder.dropped_full + recorder.dropped_error,
-        error=recorder.error)
+        # The kind of failure only: the message may name hosts (the log has all of it).
+        error=recorder.error and recorder.error.partition(":")[0])
     return Ready(status="ready", index_version=snapshot.version,
                  documents=len(snapshot.index.documents), chunks=len(snapshot.index.chunks),
                  model=manifest["model"]["name"], encoder=manifest["encoder"]["kind"],

@@ -64,8 +64,9 @@ class FeedbackIn(BaseModel):
 router = APIRouter()
 
 
-def _unavailable(reason: str) -> HTTPException:
-    return HTTPException(503, f"feedback cannot be stored right now ({reason}); try again",
+def _unavailable() -> HTTPException:
+    # The reason is logged, not returned: a driver's message may name hosts and users.
+    return HTTPException(503, "feedback cannot be stored right now; try again shortly",
                          headers={"Retry-After": "5"})
 
 
@@ -78,7 +79,7 @@ async def give_feedback(body: FeedbackIn, recorder: RecorderDep) -> Response:
         raise HTTPException(404, "this service does not record answers (QA_RECORDING=false)")
     store = recorder.store
     if store is None:
-        raise _unavailable(recorder.error or "the store is starting")
+        raise _unavailable()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + FIND_ANSWER_FOR
     while True:
@@ -87,7 +88,7 @@ async def give_feedback(body: FeedbackIn, recorder: RecorderDep) -> Response:
                                             body.comment, time.time(), recorder.cutoff())
         except SQLAlchemyError as exc:
             log.error("feedback not stored: %s", describe(exc))
-            raise _unavailable(describe(exc)) from exc
+            raise _unavailable() from exc
         if found:
             return Response(status_code=204)
         if loop.time() >= deadline:

@@ -160,85 +160,90 @@ def group_questions(questions: Iterable[str], threshold: float = SAME_MEANING,
 
 def compute(store: Store, corpus: Corpus, *, collection: str, days: int,
             questions_stored: bool, cutoff: float, now: float | None = None) -> InsightsOut:
-    """The insights for the last `days` days (never past retention, `cutoff`)."""
+    """The insights for the last `days` days (never past retention, `cutoff`). Each read is
+    one pass over a covering index of the period; the arithmetic is done here, in numpy."""
     now = time.time() if now is None else now
-    first_day = int(now // DAY) - days + 1
+    today = int(now // DAY)
+    first_day = today - days + 1
     since = max(first_day * DAY, cutoff)
     a, f, d = answers, feedback, answer_docs
     in_period = sa.and_(a.c.collection == collection, a.c.at >= since)
 
-    answered_int = sa.case((a.c.answered, 1), else_=0)
-    counts = store.query(sa.select(a.c.day, sa.func.count(), sa.func.sum(answered_int))
-                         .where(in_period).group_by(a.c.day))
-    helpful_int = sa.case((f.c.helpful, 1), else_=0)
-    votes = store.query(sa.select(a.c.day, sa.func.count(), sa.func.sum(helpful_int))
-                        .select_from(f.join(a, a.c.id == f.c.answer_id))
-                        .where(in_period).group_by(a.c.day))
-    latency_rows = store.query(sa.select(a.c.day, a.c.latency_ms).where(in_period))
-    lat_days = np.fromiter((r[0] for r in latency_rows), np.int64, len(latency_rows))
-    lat = np.fromiter((r[1] for r in latency_rows), np.float64, len(latency_rows))
+    rows = store.rows(sa.select(a.c.day, a.c.answered, a.c.latency_ms).where(in_period))
+    table = np.array(rows, dtype=np.float64).reshape(-1, 3)
+    day_of = table[:, 0].astype(np.int64) - first_day
+    answered_of = table[:, 1] > 0
+    lat = table[:, 2]
+    total_by_day = np.bincount(day_of, minlength=days)[:days]
+    answered_by_day = np.bincount(day_of, weights=answered_of, minlength=days)[:days]
 
-    per_day: list[DayOut] = []
-    count_by_day = {int(r[0]): (int(r[1]), int(r[2] or 0)) for r in counts}
-    vote_by_day = {int(r[0]): (int(r[1]), int(r[2] or 0)) for r in votes}
-    order = np.argsort(lat_days, kind="stable")
-    lat_days, lat = lat_days[order], lat[order]
-    for day in range(first_day, int(now // DAY) + 1):
-        total, answered_n = count_by_day.get(day, (0, 0))
-        voted, helpful_n = vote_by_day.get(day, (0, 0))
-        lo, hi = np.searchsorted(lat_days, [day, day + 1])
-        p50, p95 = _percentiles(lat[lo:hi])
-        per_day.append(DayOut(day=_iso(day), questions=total, answered=answered_n,
+    vote_rows = store.rows(sa.select(f.c.answer_at, f.c.helpful).where(
+        f.c.collection == collection, f.c.answer_at >= since))
+    votes = np.array(vote_rows, dtype=np.float64).reshape(-1, 2)
+    vote_day = (votes[:, 0] // DAY).astype(np.int64) - first_day
+    voted_by_day = np.bincount(vote_day, minlength=days)[:days]
+    helpful_by_day = np.bincount(vote_day, weights=votes[:, 1] > 0, minlength=days)[:days]
+
+    order = np.argsort(day_of, kind="stable")
+    sorted_days, sorted_lat = day_of[order], lat[order]
+    bounds = np.searchsorted(sorted_days, np.arange(days + 1))
+    per_day = []
+    for i in range(days):
+        p50, p95 = _percentiles(sorted_lat[bounds[i]:bounds[i + 1]])
+        total, answered_n = int(total_by_day[i]), int(answered_by_day[i])
+        voted, helpful_n = int(voted_by_day[i]), int(helpful_by_day[i])
+        per_day.append(DayOut(day=_iso(first_day + i), questions=total, answered=answered_n,
                               declined=total - answered_n, helpful=helpful_n,
                               not_helpful=voted - helpful_n, p50_ms=p50, p95_ms=p95))
 
     unanswered: list[GapOut] = []
     if questions_stored:
-        rows = store.query(sa.select(a.c.question).where(
+        declined = store.rows(sa.select(a.c.question).where(
             in_period, sa.not_(a.c.answered), a.c.question.is_not(None))
             .order_by(a.c.at.desc()).limit(MAX_GROUPED))
-        unanswered = group_questions(str(r[0]) for r in rows)
+        unanswered = group_questions(str(r[0]) for r in declined)
 
-    not_helpful_int = sa.case((f.c.helpful, 0), else_=1)
+    # From the votes (few) to their answers, never the other way round.
+    bad_votes = sa.select(f.c.answer_id, f.c.helpful).where(
+        f.c.collection == collection, f.c.answer_at >= since).subquery()
+    not_helpful_int = sa.case((bad_votes.c.helpful, 0), else_=1)
+    helpful_int = sa.case((bad_votes.c.helpful, 1), else_=0)
     worst = store.query(
         sa.select(a.c.quoted, sa.func.sum(not_helpful_int), sa.func.sum(helpful_int),
                   sa.func.max(a.c.question))
-        .select_from(f.join(a, a.c.id == f.c.answer_id)).where(in_period)
+        .select_from(bad_votes.join(a, a.c.id == bad_votes.c.answer_id))
         .group_by(a.c.quoted).having(sa.func.sum(not_helpful_int) > 0)
         .order_by(sa.func.sum(not_helpful_int).desc(), a.c.quoted).limit(TOP))
     unhelpful = []
     for quoted, bad, good, question in worst:
         comments = [str(r[0]) for r in store.query(
             sa.select(f.c.comment).select_from(f.join(a, a.c.id == f.c.answer_id))
-            .where(in_period, a.c.quoted == quoted, sa.not_(f.c.helpful),
-                   f.c.comment.is_not(None)).order_by(f.c.at.desc()).limit(3))]
+            .where(f.c.collection == collection, f.c.answer_at >= since,
+                   a.c.quoted == quoted, sa.not_(f.c.helpful), f.c.comment.is_not(None))
+            .order_by(f.c.at.desc()).limit(3))]
         unhelpful.append(UnhelpfulOut(
             not_helpful=int(bad), helpful=int(good or 0),
             citations=[_passage(corpus, doc, start, end) for doc, start, end in
                        orjson.loads(quoted)],
             comments=comments, example_question=question if questions_stored else None))
 
-    cited_period = sa.and_(d.c.collection == collection, d.c.at >= since, d.c.answered)
-    most = store.query(sa.select(d.c.doc_id, sa.func.count()).where(cited_period)
-                       .group_by(d.c.doc_id).order_by(sa.func.count().desc(), d.c.doc_id)
-                       .limit(TOP))
-    ever = {str(r[0]) for r in store.query(sa.select(d.c.doc_id).where(cited_period).distinct())}
-    never = sorted(set(corpus.documents) - ever)
+    cited = {str(doc): int(n) for doc, n in store.rows(
+        sa.select(d.c.doc_id, sa.func.count()).where(
+            d.c.collection == collection, d.c.at >= since, d.c.answered).group_by(d.c.doc_id))}
+    most = sorted(cited.items(), key=lambda item: (-item[1], item[0]))[:TOP]
+    never = sorted(set(corpus.documents) - set(cited))
 
-    total = sum(c for c, _ in count_by_day.values())
-    answered_total = sum(n for _, n in count_by_day.values())
-    voted_total = sum(c for c, _ in vote_by_day.values())
-    helpful_total = sum(n for _, n in vote_by_day.values())
+    total_all, answered_all = int(total_by_day.sum()), int(answered_by_day.sum())
+    voted_all, helpful_all = int(voted_by_day.sum()), int(helpful_by_day.sum())
     p50, p95 = _percentiles(lat)
     return InsightsOut(
-        collection=collection, since=_iso(first_day), until=_iso(int(now // DAY)), days=days,
-        questions_stored=questions_stored, questions=total, answered=answered_total,
-        declined=total - answered_total, answered_share=_share(answered_total, total),
-        helpful=helpful_total, not_helpful=voted_total - helpful_total,
-        helpful_share=_share(helpful_total, voted_total), p50_ms=p50, p95_ms=p95,
+        collection=collection, since=_iso(first_day), until=_iso(today), days=days,
+        questions_stored=questions_stored, questions=total_all, answered=answered_all,
+        declined=total_all - answered_all, answered_share=_share(answered_all, total_all),
+        helpful=helpful_all, not_helpful=voted_all - helpful_all,
+        helpful_share=_share(helpful_all, voted_all), p50_ms=p50, p95_ms=p95,
         per_day=per_day, unanswered=unanswered, not_helpful_answers=unhelpful,
-        most_cited=[DocCount(doc_id=str(doc), title=corpus.title(str(doc)), count=int(n))
-                    for doc, n in most],
+        most_cited=[DocCount(doc_id=doc, title=corpus.title(doc), count=n) for doc, n in most],
         never_cited=never[:NEVER_CITED_SHOWN], never_cited_total=len(never),
         index_version=corpus.version)
 

@@ -55,6 +55,7 @@ feedback = sa.Table(
     "qa_feedback", metadata,
     sa.Column("answer_id", sa.String(32), primary_key=True),
     sa.Column("answer_at", sa.Float, nullable=False),
+    sa.Column("collection", sa.String(64), nullable=False),
     sa.Column("helpful", sa.Boolean, nullable=False),
     sa.Column("comment", sa.Text, nullable=True),
     sa.Column("at", sa.Float, nullable=False),
@@ -187,13 +188,14 @@ class Store:
                      since: float) -> bool:
         """Record (or change) the vote on an answer recorded at or after `since`; False when
         there is no such answer. Returns only once the vote is committed."""
-        source = sa.select(answers.c.id, answers.c.at, sa.literal(helpful, sa.Boolean),
+        source = sa.select(answers.c.id, answers.c.at, answers.c.collection,
+                           sa.literal(helpful, sa.Boolean),
                            sa.literal(comment, sa.Text), sa.literal(now, sa.Float)).where(
             answers.c.id == answer_id, answers.c.at >= since)
         insert = (postgresql.insert(feedback) if self.backend == "postgresql"
                   else sqlite.insert(feedback))
-        statement = insert.from_select(["answer_id", "answer_at", "helpful", "comment", "at"],
-                                       source)
+        statement = insert.from_select(
+            ["answer_id", "answer_at", "collection", "helpful", "comment", "at"], source)
         upsert = statement.on_conflict_do_update(
             index_elements=[feedback.c.answer_id],
             set_={"helpful": statement.excluded.helpful, "comment": statement.excluded.comment,
@@ -214,6 +216,13 @@ class Store:
     def query(self, statement: sa.Executable) -> list[Any]:
         with self.engine.connect() as conn:
             return list(conn.execute(statement).all())
+
+    def rows(self, statement: sa.Executable) -> list[tuple[Any, ...]]:
+        """Plain tuples from the driver, for the insights' large reads: building SQLAlchemy
+        rows for 100,000 answers costs more than the query. Booleans may come back as 0/1."""
+        with self.engine.connect() as conn:
+            result = conn.execute(statement)
+            return list(result.cursor.fetchall()) if result.cursor is not None else []
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

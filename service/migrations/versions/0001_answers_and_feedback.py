@@ -23,7 +23,9 @@ def upgrade() -> None:
         sa.Column("quoted", sa.Text, nullable=False),
         sa.Column("question", sa.Text, nullable=True),
     )
-    op.create_index("qa_answers_collection_at", "qa_answers", ["collection", "at"])
+    # Covering indexes: the insights read these columns of a period without touching the rows.
+    op.create_index("qa_answers_period", "qa_answers",
+                    ["collection", "at", "day", "answered", "latency_ms"])
     op.create_table(
         "qa_answer_docs",
         sa.Column("answer_id", sa.String(32), primary_key=True),
@@ -32,16 +34,20 @@ def upgrade() -> None:
         sa.Column("collection", sa.String(64), nullable=False),
         sa.Column("answered", sa.Boolean, nullable=False),
     )
-    op.create_index("qa_answer_docs_collection_at", "qa_answer_docs", ["collection", "at"])
+    op.create_index("qa_answer_docs_period", "qa_answer_docs",
+                    ["collection", "at", "answered", "doc_id"])
     op.create_table(
         "qa_feedback",
         sa.Column("answer_id", sa.String(32), primary_key=True),
         sa.Column("answer_at", sa.Float, nullable=False),
+        sa.Column("collection", sa.String(64), nullable=False),
         sa.Column("helpful", sa.Boolean, nullable=False),
         sa.Column("comment", sa.Text, nullable=True),
         sa.Column("at", sa.Float, nullable=False),
     )
     op.create_index("qa_feedback_answer_at", "qa_feedback", ["answer_at"])
+    op.create_index("qa_feedback_period", "qa_feedback",
+                    ["collection", "answer_at", "helpful", "answer_id"])
 
 
 def downgrade() -> None:
