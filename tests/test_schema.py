@@ -60,9 +60,9 @@ def fuzz(app: FastAPI, mode: GenerationMode, examples: int) -> dict[str, Any]:
 
 def _app(settings: Settings, encoder: FakeEncoder) -> FastAPI:
     # Schemathesis keeps an app's lifespan running for the rest of the process: no watcher
-    # thread may outlive the test.
-    return create_app(settings.model_copy(update={"cache_size": 0, "reload_interval": 0}),
-                      encoder=encoder)
+    # or writer thread may outlive the test (feedback with a store is tested in test_feedback).
+    return create_app(settings.model_copy(update={"cache_size": 0, "reload_interval": 0,
+                                                  "recording": False}), encoder=encoder)
 
 
 def test_positive_mode_finds_no_server_error_and_no_schema_violation(
