@@ -196,14 +196,15 @@ def store_settings(request: pytest.FixtureRequest, fake_settings: Settings,
     return fake_settings.model_copy(update={"database_url": SecretStr(server.new_database())})
 
 
-def start_service(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_service(env: dict[str, str], log: Path,
+                  extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen[bytes], str]:
     """`uvicorn --factory service.app:create_app` on a free port, once its store is open."""
     port = free_port()
     origin = f"http://127.0.0.1:{port}"
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app",
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *extra],
             cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:

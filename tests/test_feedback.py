@@ -329,3 +329,37 @@ def test_kill_9_while_votes_are_written_loses_nothing_acknowledged(
     proc, _ = start_service(env, log)
     proc.terminate()
     proc.wait(10)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_several_workers_share_one_store(backend: str, real_settings: Settings, tmp_path: Path,
+                                         request: pytest.FixtureRequest) -> None:
+    env = {"QA_CORPUS_DIR": str(real_settings.corpus_dir),
+           "QA_INDEX_DIR": str(real_settings.index_dir), "QA_RATE_LIMIT": "0",
+           "QA_RELOAD_INTERVAL": "0", "QA_DATA_DIR": str(tmp_path / "data"),
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    if backend == "postgresql":
+        server: Postgres = request.getfixturevalue("postgres")
+        env["QA_DATABASE_URL"] = server.new_database()
+    proc, origin = start_service(env, tmp_path / "uvicorn.log", ("--workers", "2"))
+    try:
+        ids = []
+        for i in range(30):
+            # A new connection each time: the kernel spreads them over both workers, so a
+            # vote often reaches the worker that did not record the answer (and may come
+            # before that one's writer has committed it).
+            answer_id = httpx.post(f"{origin}/api/ask", json={
+                "question": f"{QUESTIONS[i % 2]} ({i})"}).json()["answer_id"]
+            r = httpx.post(f"{origin}/api/feedback", json={"answer_id": answer_id,
+                                                           "helpful": i % 3 == 0})
+            assert r.status_code == 204, r.text
+            ids.append(answer_id)
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    url = env.get("QA_DATABASE_URL")
+    store = Store.open(Settings(data_dir=tmp_path / "data",
+                                database_url=SecretStr(url) if url else None))
+    assert sorted(r.id for r in store.query(sa.select(answers.c.id))) == sorted(ids)
+    assert len(store.query(sa.select(feedback.c.answer_id))) == len(ids)
+    store.close()
