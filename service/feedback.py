@@ -77,11 +77,15 @@ async def give_feedback(body: FeedbackIn, recorder: RecorderDep) -> Response:
     first. 204 only once the vote is committed to the store."""
     if recorder is None:
         raise HTTPException(404, "this service does not record answers (QA_RECORDING=false)")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + FIND_ANSWER_FOR
+    # A worker that has just started may still be opening the store (another one may hold
+    # the migration lock): wait for it as long as for an answer still in a queue.
+    while recorder.store is None and recorder.error is None and loop.time() < deadline:
+        await asyncio.sleep(0.05)
     store = recorder.store
     if store is None:
         raise _unavailable()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + FIND_ANSWER_FOR
     while True:
         try:
             found = await run_in_threadpool(store.set_feedback, body.answer_id, body.helpful,

@@ -343,6 +343,11 @@ def test_several_workers_share_one_store(backend: str, real_settings: Settings, 
         env["QA_DATABASE_URL"] = server.new_database()
     proc, origin = start_service(env, tmp_path / "uvicorn.log", ("--workers", "2"))
     try:
+        ok = 0  # readiness comes from either worker: see the store open several times running
+        for _ in range(500):
+            ok = ok + 1 if httpx.get(f"{origin}/readyz").json()["store"]["status"] == "ok" else 0
+            if ok == 10:
+                break
         ids = []
         for i in range(30):
             # A new connection each time: the kernel spreads them over both workers, so a
