@@ -111,15 +111,15 @@ def score_sentences(index: SearchIndex, query_vector: np.ndarray, query_terms: S
         first = int(index.sentence_ptr[hit.chunk])
         cosines = index.sentence_matrix(hit.chunk) @ query_vector
         for p, ((start, end), cos) in enumerate(zip(chunk.sentences, cosines, strict=True)):
+            sentence = view[start:end]
             present = terms.get(first + p)
             if spelled or undefined:
                 present = present | {
                     a for a, e in spelled.items() if e <= present} | {
-                    a for a, token in undefined.items()
-                    if initials_match(token, view[start:end])}
+                    a for a, token in undefined.items() if initials_match(token, sentence)}
             cov = _share(weights, present)
             score = w_cos * float(cos) + w_cov * cov + w_hit * hit.score
-            typed = gives(want, view[start:end])
+            typed = gives(want, sentence)
             score += TYPE_WEIGHT * typed
             scored.append(ScoredSentence(h, p, start, end, score, float(cos), cov, typed))
     scored.sort(key=lambda s: -s.score)
@@ -200,9 +200,7 @@ def shown_sentence(doc: Document, view: str, start: int, end: int, limit: int) -
     """The quoted sentence as the answer shows it: the visible text with its white space
     folded, and a table row as `header: cell` pairs when its table has a header row."""
     if markup.is_markdown(doc.id):
-        line_start = doc.text.rfind("\n", 0, start) + 1
-        line_end = doc.text.find("\n", start)
-        line_end = len(doc.text) if line_end < 0 else line_end
+        line_start, line_end = markup.line_bounds(doc.text, start)
         whole_row = not doc.text[end:line_end].strip(" \t|")
         if markup.is_table_row(doc.text[line_start:line_end]) and whole_row:
             cells = markup.row_cells(doc.text, view, line_start, line_end)

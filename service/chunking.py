@@ -180,12 +180,13 @@ def _md_heading(line: str) -> str | None:
     return None
 
 
-def split(doc: Document, max_chars: int = 700) -> list[Chunk]:
-    """Chunks along section, paragraph and sentence boundaries, each at most `max_chars` long."""
+def split(doc: Document, max_chars: int = 700, view: str | None = None) -> list[Chunk]:
+    """Chunks along section, paragraph and sentence boundaries, each at most `max_chars` long.
+    `view` is the document's visible view when the caller has made it already."""
     max_chars = min(max_chars, HARD_MAX_CHARS)
     # Markdown is read through its visible view (same offsets, markup blanked), so markup
     # never decides a boundary, a heading or a sentence; tables are found in the raw text.
-    view = markup.view_of(doc.id, doc.text)
+    view = markup.view_of(doc.id, doc.text) if view is None else view
     tables = markup.is_markdown(doc.id)
     chunks: list[Chunk] = []
     marked = frozenset(start for start, _ in doc.headings)

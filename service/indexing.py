@@ -104,7 +104,7 @@ def _table_header(doc: Document, chunk: Chunk, view: str) -> str:
     """The header row of the Markdown table a chunk starts inside ('' if none)."""
     if not markup.is_markdown(doc.id):
         return ""
-    line_start = doc.text.rfind("\n", 0, chunk.start) + 1
+    line_start, _ = markup.line_bounds(doc.text, chunk.start)
     return " | ".join(markup.table_header(doc.text, view, line_start))
 
 
@@ -271,10 +271,10 @@ def _build(
 ) -> BuildReport:
     version = store.new_version_name()
     by_id = {d.id: d for d in docs}
-    chunks = [c for d in docs for c in split(d, settings.chunk_chars)]
+    views = {d.id: markup.view_of(d.id, d.text) for d in docs}
+    chunks = [c for d in docs for c in split(d, settings.chunk_chars, views[d.id])]
     if not chunks:
         raise BuildError("the documents contain no text to index")
-    views = {d.id: markup.view_of(d.id, d.text) for d in docs}
     inputs = [embedding_input(by_id[c.doc_id], c, views[c.doc_id]) for c in chunks]
     keys = [_chunk_key(model, kind, text, spans) for text, spans in inputs]
     previous = _load_previous(index_dir, settings_hash)

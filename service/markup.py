@@ -208,6 +208,12 @@ def _line_markers(text: str, start: int) -> Iterator[tuple[int, int]]:
         cursor = end + 1
 
 
+def line_bounds(text: str, offset: int) -> tuple[int, int]:
+    """Start and end (before its newline) of the line holding `offset`."""
+    end = text.find("\n", offset)
+    return text.rfind("\n", 0, offset) + 1, len(text) if end < 0 else end
+
+
 def is_table_rule(line: str) -> bool:
     """A table's delimiter row, such as `|---|:--:|` or `--- | ---`."""
     core = line.strip()

@@ -35,14 +35,18 @@ The product team ships a new release every month. Releases are announced by emai
 """
 
 
-@pytest.fixture
-def index(tmp_path: Path, fake_encoder: FakeEncoder) -> SearchIndex:
+def _one_file_index(tmp_path: Path, encoder: FakeEncoder, name: str, text: str) -> SearchIndex:
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    (corpus / "roles.txt").write_text(TEXT, "utf-8")
+    (corpus / name).write_text(text, "utf-8")
     settings = Settings(corpus_dir=corpus, index_dir=tmp_path / "index", chunk_chars=200)
-    build_index(settings, encoder=fake_encoder)
+    build_index(settings, encoder=encoder)
     return load_index(settings.index_dir)
+
+
+@pytest.fixture
+def index(tmp_path: Path, fake_encoder: FakeEncoder) -> SearchIndex:
+    return _one_file_index(tmp_path, fake_encoder, "roles.txt", TEXT)
 
 
 def _answer(index: SearchIndex, encoder: FakeEncoder, question: str,
@@ -148,12 +152,7 @@ Ask the [Chief Executive Officer](https://example.org/ceo) before you take more 
 
 @pytest.fixture
 def handbook(tmp_path: Path, fake_encoder: FakeEncoder) -> SearchIndex:
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    (corpus / "awards.md").write_text(HANDBOOK, "utf-8")
-    settings = Settings(corpus_dir=corpus, index_dir=tmp_path / "index", chunk_chars=200)
-    build_index(settings, encoder=fake_encoder)
-    return load_index(settings.index_dir)
+    return _one_file_index(tmp_path, fake_encoder, "awards.md", HANDBOOK)
 
 
 def _ask(index: SearchIndex, encoder: FakeEncoder, question: str) -> answer_module.Answer:
