@@ -280,11 +280,16 @@ def _sections(text: str, raw: str | None = None,
             # A table row is always text: a header row alone above its rule is not a heading.
             kind, content = "text", len(line) - len(line.lstrip())
         else:
-            kind, content = classify_line(line, following, lone=_is_lone(text, lines, i))
+            # Markdown marks its headings (`#`, setext): a short lone line there is text.
+            kind, content = classify_line(line, following,
+                                          lone=raw is None and _is_lone(text, lines, i))
         if kind == "text":
             content_start = start + content
             current = (current[0], end) if current else (content_start, end)
             continue
+        # A setext underline counts only right under its text; after a blank line, `---`
+        # is a thematic break and the paragraph above stays text.
+        underlines = current is not None
         if current:
             paragraphs.append(current)
             current = None
@@ -293,7 +298,7 @@ def _sections(text: str, raw: str | None = None,
                 yield heading, paragraphs
                 paragraphs = []
             heading = _heading_text(line[content:])
-        elif kind == "underline" and paragraphs:
+        elif kind == "underline" and underlines and paragraphs:
             # A setext underline turns the paragraph just above it into a heading.
             last = paragraphs.pop()
             if paragraphs:

@@ -81,6 +81,23 @@ def test_markdown_headings_and_setext() -> None:
         ("Guide", "Intro text here."), ("Setup", "Install it first.")]
 
 
+
+def test_markdown_short_lone_lines_are_text_and_breaks_are_not_underlines() -> None:
+    # In Markdown only `#` and setext mark headings: a short line alone (an emphasised
+    # note under a table, a question in a quoted dialogue) is text, and `---` after a blank
+    # line is a thematic break, not an underline that turns the paragraph above into a heading.
+    text = ("# Steps\n\n| Step | Days |\n|---|---|\n| Review | 3 |\n\n"
+            "_Average time to finish: 2 months_\n\n## Next\n\nYou: What comes first?\n\n"
+            "Use the shared drive for big files\n\n---\n\nClosing words.\n")
+    doc = Document("steps.md", "Steps", text)
+    kept = " ".join(text[c.start : c.end] for c in split(doc, 700))
+    for part in ("Average time to finish: 2 months", "You: What comes first?",
+                 "Use the shared drive for big files", "Closing words."):
+        assert part in kept
+    # The same short lone line in plain text is still read as a heading.
+    plain = Document("steps.txt", "", "Intro sentence here.\n\nShort Title\n\nBody text.\n")
+    assert [c.heading for c in split(plain, 700)] == ["", "Short Title"]
+
 def test_line_classification() -> None:
     assert classify_line("body { margin: 0; }")[0] == "noise"
     assert classify_line("Home > Blog > Careers > Product")[0] == "noise"
