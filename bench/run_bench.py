@@ -198,7 +198,9 @@ def raw_encode(index_dir: Path) -> dict[str, Any]:
     model = describe_model(None)
     encoder = OnnxEncoder(encoder_folder(index_dir, OnnxEncoder.kind, model), model,
                           settings.build_threads)
-    texts = [embedding_input(index.documents[c.doc_id], c)[0] for c in index.chunks]
+    titled = len(index.documents) > 1
+    texts = [embedding_input(index.documents[c.doc_id], c, titled=titled)[0]
+             for c in index.chunks]
     started = time.perf_counter()
     encoder.encode_queries(texts)
     seconds = time.perf_counter() - started

@@ -105,6 +105,12 @@ def score_sentences(index: SearchIndex, query_vector: np.ndarray, query_terms: S
     spelled = {terms.id_of(a): frozenset(terms.id_of(t) for t in e)
                for a, e in want.spelled_out}
     undefined = {terms.id_of(term): token for token, term in want.undefined}
+    # ... and the question's spelled-out form is present where the sentence abbreviates it.
+    short = {terms.id_of(a): frozenset(terms.id_of(t) for t in e) for a, e in want.abbreviated}
+    # A question term is answered by its negation too: "paid?" by "unpaid".
+    negated = {terms.id_of(p + t): terms.id_of(t) for t in set(query_terms)
+               for p in ("un", "non")}
+    negated.pop(-1, None)
     for h, hit in enumerate(hits):
         chunk = index.chunks[hit.chunk]
         view = index.views[chunk.doc_id]
@@ -113,10 +119,12 @@ def score_sentences(index: SearchIndex, query_vector: np.ndarray, query_terms: S
         for p, ((start, end), cos) in enumerate(zip(chunk.sentences, cosines, strict=True)):
             sentence = view[start:end]
             present = terms.get(first + p)
-            if spelled or undefined:
+            if spelled or undefined or short or negated:
                 present = present | {
                     a for a, e in spelled.items() if e <= present} | {
-                    a for a, token in undefined.items() if initials_match(token, sentence)}
+                    a for a, token in undefined.items() if initials_match(token, sentence)} | {
+                    t for a, e in short.items() if a in present for t in e} | {
+                    t for n, t in negated.items() if n in present}
             cov = _share(weights, present)
             score = w_cos * float(cos) + w_cov * cov + w_hit * hit.score
             typed = gives(want, sentence)

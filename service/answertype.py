@@ -112,6 +112,8 @@ class Want:
     spelled_out: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # abbreviations as typed that the corpus does not define, with their terms
     undefined: tuple[tuple[str, str], ...] = ()
+    # (abbreviation's term, its expansion's terms) for expansions the question spells out
+    abbreviated: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 NO_WANT = Want()
@@ -125,8 +127,10 @@ def wanted(question: str, known: Acronyms | None = None) -> Want:
         term = lexical.terms(token)
         if term and term[0] not in stems:
             undefined.append((token, term[0]))
+    short = known.abbreviated(lexical.terms(question)) if known else []
     return Want(question_kind(question), frozenset(_WORD.findall(question.lower())),
-                tuple((a, tuple(e)) for a, e in defined), tuple(undefined))
+                tuple((a, tuple(e)) for a, e in defined), tuple(undefined),
+                tuple((a, tuple(e)) for a, e in short))
 
 
 def gives(want: Want, sentence: str) -> bool:

@@ -41,7 +41,7 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 # Bump when chunking or stored layout changes meaning: forces a full rebuild.
-CHUNKER_VERSION = 3
+CHUNKER_VERSION = 4
 DOCUMENTS, CHUNKS, VECTORS, SENTENCE_VECTORS, DENSE = (
     "documents.jsonl", "chunks.json", "vectors.npy", "sentence_vectors.npy", "dense.faiss")
 # Text extracted from PDF and Office files, by content, beside the versions (not in one: it
@@ -87,14 +87,18 @@ class BuildReport:
                 f"{self.embedded} chunks embedded, {self.reused} reused) in {self.seconds:.1f}s")
 
 
-def embedding_input(doc: Document, chunk: Chunk, view: str | None = None,
-                    ) -> tuple[str, list[tuple[int, int]]]:
-    """What the encoder reads for a chunk: its context line (heading or title, and the header
-    row of a table the chunk starts inside), then its visible text (`view`, default the text);
-    and the sentence spans relative to that input. Context helps retrieval and is never cited."""
+def embedding_input(doc: Document, chunk: Chunk, view: str | None = None, *,
+                    titled: bool = True) -> tuple[str, list[tuple[int, int]]]:
+    """What the encoder reads for a chunk: its context lines (the document's title, the
+    section heading and the header row of a table the chunk starts inside), then its visible
+    text (`view`, default the text); and the sentence spans relative to that input. Context
+    helps retrieval and is never cited. `titled=False` leaves the title out where it tells
+    passages apart from nothing (a corpus of one document), using it only when there is no
+    heading."""
     view = doc.text if view is None else view
-    prefix = "".join(f"{c}\n" for c in (chunk.heading or doc.title, _table_header(doc, chunk, view))
-                     if c)
+    title = doc.title if titled or not chunk.heading else ""
+    heading = chunk.heading if chunk.heading != title else ""
+    prefix = "".join(f"{c}\n" for c in (title, heading, _table_header(doc, chunk, view)) if c)
     shift = len(prefix) - chunk.start
     return prefix + view[chunk.start : chunk.end], [(s + shift, e + shift)
                                                     for s, e in chunk.sentences]
@@ -275,7 +279,11 @@ def _build(
     chunks = [c for d in docs for c in split(d, settings.chunk_chars, views[d.id])]
     if not chunks:
         raise BuildError("the documents contain no text to index")
-    inputs = [embedding_input(by_id[c.doc_id], c, views[c.doc_id]) for c in chunks]
+    # A title every passage shares only dilutes them: titles join the context with two or
+    # more documents.
+    titled = len(by_id) > 1
+    inputs = [embedding_input(by_id[c.doc_id], c, views[c.doc_id], titled=titled)
+              for c in chunks]
     keys = [_chunk_key(model, kind, text, spans) for text, spans in inputs]
     previous = _load_previous(index_dir, settings_hash)
     report = BuildReport(version, True, len(docs), len(chunks),

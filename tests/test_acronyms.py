@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from service import lexical
 from service.acronyms import find_definitions, initials_match, learn, looks_like_acronym
 
 
@@ -36,3 +37,13 @@ def test_hostile_text_is_scanned_in_linear_time() -> None:
         started = time.perf_counter()
         learn([text])
         assert time.perf_counter() - started < 3.0
+
+
+def test_a_spelled_out_question_finds_the_abbreviation() -> None:
+    known = learn(["Staff may take Paid Parental Leave (PPL) after a birth.",
+                   "The Employee Assistance Program (EAP) offers counseling."])
+    question = lexical.terms("How long is paid parental leave?")
+    assert known.abbreviated(question) == [("ppl", ["paid", "parent", "leav"])]
+    # Only a whole expansion counts, and not when the question uses the short form itself.
+    assert known.abbreviated(lexical.terms("Is parental leave paid for PPL?")) == []
+    assert known.abbreviated(lexical.terms("Is leave paid?")) == []

@@ -205,3 +205,32 @@ def test_the_sentence_that_gives_the_wanted_kind_wins(handbook: SearchIndex,
     typed = score_sentences(handbook, vector, terms, hits, wanted(question))
     best = HANDBOOK[typed[0].start:typed[0].end]
     assert typed[0].typed and "3.85%" in best
+
+
+LEAVE = """## Leave
+
+Staff may take Paid Parental Leave (PPL) after a birth or an adoption.
+You must return to work for twelve weeks after your PPL ends.
+Family leave is unpaid but protects your job.
+"""
+
+
+def test_abbreviated_and_negated_forms_count_as_the_question_terms(
+        tmp_path: Path, fake_encoder: FakeEncoder) -> None:
+    index = _one_file_index(tmp_path, fake_encoder, "leave.md", LEAVE)
+
+    def coverage_of(question: str, phrase: str) -> tuple[float, float]:
+        vector = fake_encoder.encode_queries([question])[0]
+        terms = lexical.terms(question)
+        hits = retrieve(index, vector, terms, 3)
+        bridged = score_sentences(index, vector, terms, hits, wanted(question, index.acronyms))
+        plain = score_sentences(index, vector, terms, hits)
+        with_, without = (next(s.coverage for s in scored if phrase in LEAVE[s.start:s.end])
+                          for scored in (bridged, plain))
+        return with_, without
+
+    # "paid parental leave" in the question is present where the sentence says "PPL".
+    with_, without = coverage_of("After paid parental leave, how long must I work?", "return")
+    assert with_ > without + 0.3
+    # "paid?" is answered by "unpaid" (with or without the question's wants).
+    assert coverage_of("Is family leave paid?", "unpaid") == pytest.approx((1.0, 1.0))

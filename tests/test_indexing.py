@@ -25,11 +25,16 @@ def test_unchanged_corpus_is_not_rebuilt(fake_settings: Settings,
 
 def test_changed_document_reembeds_only_its_chunks(fake_settings: Settings,
                                                    fake_encoder: FakeEncoder) -> None:
-    before = load_index(fake_settings.index_dir)
+    # The second document brings titles into every passage's context (see embedding_input),
+    # so that build embeds everything once; from then on only what changed is embedded.
     (fake_settings.corpus_dir / "extra.md").write_text("# Extra\n\nA new short note.\n", "utf-8")
-    fake_encoder.calls = 0
     report = build_index(fake_settings, encoder=fake_encoder)
     assert report.published and report.added == ["extra.md"]
+    before = load_index(fake_settings.index_dir)
+    (fake_settings.corpus_dir / "more.md").write_text("# More\n\nAnother short note.\n", "utf-8")
+    fake_encoder.calls = 0
+    report = build_index(fake_settings, encoder=fake_encoder)
+    assert report.published and report.added == ["more.md"]
     assert report.embedded == 1 and report.reused == len(before.chunks)
     assert fake_encoder.calls == 1
     after = load_index(fake_settings.index_dir)
@@ -108,3 +113,16 @@ def test_table_rows_are_read_with_their_header() -> None:
     assert "|" not in model_input.split("\n", 2)[2]  # the row itself is read without pipes
     assert [model_input[s:e] for s, e in spans] == [view[s:e] for s, e in inside[-1].sentences]
     assert {"rate", "award"} <= set(lexical_terms(doc, inside[-1], view))
+
+
+def test_the_title_joins_the_context_only_when_it_tells_documents_apart() -> None:
+    text = "# Guide\n\n## Returning\n\nCome back after twelve weeks.\n"
+    doc = Document("g.md", "Parental leave", text)
+    chunk = split(doc, 700)[0]
+    body = "Come back after twelve weeks."
+    assert embedding_input(doc, chunk)[0] == f"Parental leave\nReturning\n{body}"
+    # One document: every passage would share the title, so the heading stands alone...
+    assert embedding_input(doc, chunk, titled=False)[0] == f"Returning\n{body}"
+    # ... and the title is used only where there is no heading.
+    bare = Document("b.txt", "Notes", "Come back after twelve weeks.")
+    assert embedding_input(bare, split(bare, 700)[0], titled=False)[0].startswith("Notes\n")
