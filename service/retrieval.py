@@ -33,7 +33,6 @@ DENSE_WEIGHT = 0.4
 LEXICAL_WEIGHT = 0.5
 SENTENCE_WEIGHT = 0.2
 CANDIDATES = 50
-LEXICAL_CEILING = 0.0
 DUPLICATE_COSINE = 0.97
 DUPLICATE_OVERLAP = 0.8
 # FAISS maps the stored vectors of flat and HNSW indexes from the file instead of copying them.
@@ -168,8 +167,7 @@ def retrieve(index: SearchIndex, query_vector: np.ndarray, query_terms: list[str
     lex = lex_all[pool]
     fused = DENSE_WEIGHT * dense / max(float(dense.max()), 1e-6)
     if lex.max() > 0:
-        fused += LEXICAL_WEIGHT * lex / max(float(lex.max()),
-                                            LEXICAL_CEILING * _ceiling(index, query_terms))
+        fused += LEXICAL_WEIGHT * lex / float(lex.max())
     if SENTENCE_WEIGHT:
         sentence = best_sentence_cosines(index, pool, query_vector)
         fused += SENTENCE_WEIGHT * sentence / max(float(sentence.max()), 1e-6)
@@ -209,7 +207,3 @@ def _overlap(a: frozenset[int], b: frozenset[int]) -> float:
         return 0.0
     return len(a & b) / len(a | b)
 
-
-def _ceiling(index: SearchIndex, query_terms: list[str]) -> float:
-    """BM25 of a passage of average length holding each question term once."""
-    return sum(index.lexical.term_idf(t) for t in set(query_terms))
