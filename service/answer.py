@@ -25,6 +25,9 @@ DECLINE_TEXT = ("The text does not answer this. The passages below are the close
 SENTENCE_WEIGHTS = (0.6, 0.25, 0.15)
 # Added to the score of a sentence that gives the kind of answer the question wants.
 TYPE_WEIGHT = 0.08
+# Taken from the score of a sentence that only leads elsewhere: one ending in a colon (the
+# answer is in the list after it) or a short pointer ("See the Transit page.").
+LEAD_IN_PENALTY = 0.06
 # A second sentence joins the answer when it scores this close to the first; a sentence that
 # continues the first ("They can ...") joins more easily, since it usually completes it.
 SECOND_SENTENCE_RATIO = 0.9
@@ -129,6 +132,8 @@ def score_sentences(index: SearchIndex, query_vector: np.ndarray, query_terms: S
             score = w_cos * float(cos) + w_cov * cov + w_hit * hit.score
             typed = gives(want, sentence)
             score += TYPE_WEIGHT * typed
+            if _leads_in(sentence):
+                score -= LEAD_IN_PENALTY
             scored.append(ScoredSentence(h, p, start, end, score, float(cos), cov, typed))
     scored.sort(key=lambda s: -s.score)
     return scored
@@ -246,3 +251,13 @@ def _citations(index: SearchIndex, hits: Sequence[Hit], used: list[int],
                             doc.text[chunk.start : chunk.end], round(hits[h].score, 4),
                             tuple(sorted(highlights.get(h, []))), doc.page_at(chunk.start)))
     return tuple(out)
+
+
+_POINTERS = ("see ", "refer to ", "visit ", "go to ", "check out ", "read ")
+
+
+def _leads_in(sentence: str) -> bool:
+    """A sentence that introduces what follows or points elsewhere, saying nothing itself."""
+    text = sentence.rstrip()
+    return text.endswith(":") or (text.lower().startswith(_POINTERS)
+                                  and len(text.split()) <= 12)

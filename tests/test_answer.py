@@ -234,3 +234,35 @@ def test_abbreviated_and_negated_forms_count_as_the_question_terms(
     assert with_ > without + 0.3
     # "paid?" is answered by "unpaid" (with or without the question's wants).
     assert coverage_of("Is family leave paid?", "unpaid") == pytest.approx((1.0, 1.0))
+
+
+POINTERS = """## Transit
+
+See the transit subsidy page.
+Your supervisor approves the transit subsidy application.
+
+## Incidents
+
+To report an incident, follow the steps below:
+
+- Email the security team within one hour of the incident.
+"""
+
+
+def test_sentences_that_only_lead_elsewhere_score_lower(
+        tmp_path: Path, fake_encoder: FakeEncoder) -> None:
+    index = _one_file_index(tmp_path, fake_encoder, "p.md", POINTERS)
+    question = "transit subsidy application incident steps"
+    vector = fake_encoder.encode_queries([question])[0]
+    terms = lexical.terms(question)
+    hits = retrieve(index, vector, terms, 3)
+    w_cos, w_cov, w_hit = answer_module.SENTENCE_WEIGHTS
+    lead_ins = {"See the transit subsidy page.", "To report an incident, follow the steps below:"}
+    seen = set()
+    for s in score_sentences(index, vector, terms, hits):
+        text = POINTERS[s.start:s.end]
+        plain = w_cos * s.cosine + w_cov * s.coverage + w_hit * hits[s.hit].score
+        penalty = answer_module.LEAD_IN_PENALTY if text in lead_ins else 0.0
+        assert s.score == pytest.approx(plain - penalty), text
+        seen.add(text)
+    assert lead_ins <= seen and len(seen) == 4
