@@ -16,6 +16,7 @@ from service import feedback, records, store
 from service.admin import Admin
 from service.admin import router as admin_router
 from service.api import router
+from service.auth import AuthConfigError, AuthMiddleware, authenticator
 from service.encoder import Encoder, describe_model
 from service.engine import Engine, ReloadWatcher
 from service.limits import REFUSALS, AnswerLimitMiddleware, BodyLimitMiddleware, Capacity
@@ -148,6 +149,10 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
         settings.max_concurrency)
     identity = ClientIdentity(settings.trusted_proxies)
     app.state.client_identity = identity
+    try:
+        auth = authenticator(settings, identity)
+    except AuthConfigError as exc:
+        raise StartupError(str(exc)) from None
     app.state.metrics = Metrics(engine, capacity, shared_dir=shared)
     if recorder is not None:
         app.state.metrics.registry.register(RecorderCollector(recorder))
@@ -171,6 +176,10 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
         requests = limiter(redis_url, settings.rate_limit, "requests")
         app.state.limiters.append(requests)
         app.add_middleware(RateLimitMiddleware, limiter=requests, identity=identity)
+    if auth is not None:
+        # Outside the rate limiter, which then counts per verified user; inside CORS, so a
+        # widget on another origin can read its 401.
+        app.add_middleware(AuthMiddleware, authenticator=auth)
     redis_limited = [lim for lim in app.state.limiters if isinstance(lim, SharedLimiter)]
     if redis_limited:
         app.state.metrics.registry.register(LimiterCollector(redis_limited))
@@ -178,9 +187,11 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
         CORSMiddleware,
         allow_origins=settings.allowed_origins,
         allow_methods=["GET", "POST"],
-        allow_headers=["Content-Type"],
+        # A page passes its user's token in Authorization (not CORS-safelisted).
+        allow_headers=["Content-Type", "Authorization"] if auth and auth.verifier
+        else ["Content-Type"],
         # Not CORS-safelisted: without this a widget on another origin cannot read the wait.
-        expose_headers=["Retry-After"],
+        expose_headers=["Retry-After", "WWW-Authenticate"],
         allow_credentials=False,
         max_age=600,
     )

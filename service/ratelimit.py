@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import math
@@ -13,6 +14,8 @@ from typing import Protocol
 
 import anyio
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.identity import Identity
 
 # Liveness, readiness and scrapes come from the operator's own machinery; limiting them would
 # make an abusive client look like an outage. The widget's static files are cheap and cached,
@@ -99,7 +102,8 @@ class ClientIdentity:
         self.networks: tuple[Network, ...] = tuple(
             ipaddress.ip_network(p.strip(), strict=False) for p in trusted_proxies if p.strip())
 
-    def _trusted(self, address: str) -> bool:
+    def trusts(self, address: str) -> bool:
+        """Whether `address` is one of the trusted proxies."""
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
@@ -113,7 +117,7 @@ class ClientIdentity:
     def address(self, scope: Scope) -> str:
         client = scope.get("client")
         peer = str(client[0]) if client else "unknown"
-        if not self.networks or not self._trusted(peer):
+        if not self.networks or not self.trusts(peer):
             return peer
         forwarded = [v for k, v in scope.get("headers", ()) if k == b"x-forwarded-for"]
         hops: list[str] = [h.strip() for v in forwarded for h in v.decode("latin-1").split(",")]
@@ -124,10 +128,20 @@ class ClientIdentity:
                 ipaddress.ip_address(hop)
             except ValueError:
                 break  # a proxy we trust wrote garbage: fall back to the last good hop
-            if not self._trusted(hop):
+            if not self.trusts(hop):
                 return hop
             peer = hop
         return peer
+
+
+def limit_key(scope: Scope, identity: ClientIdentity) -> str:
+    """Whom a request counts against: its verified user (set by service.auth), else its
+    address. Users share no bucket with addresses, and their names stay out of the keys (they
+    reach Redis): a digest stands in."""
+    who = scope.get("state", {}).get("identity")
+    if isinstance(who, Identity) and who.user is not None:
+        return "user:" + hashlib.sha256(who.user.encode()).hexdigest()[:32]
+    return identity.of(scope)
 
 
 def _bucket_key(address: str) -> str:
@@ -171,7 +185,7 @@ class RateLimitMiddleware:
         if scope["type"] != "http" or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
-        client = self.identity.of(scope)
+        client = limit_key(scope, self.identity)
         wait = await self.limiter.take(client)
         if wait == 0.0:
             await self.app(scope, receive, send)

@@ -34,6 +34,15 @@ class Settings(BaseSettings):
     rate_limit: int = Field(default=600, ge=0)
     admin_rate_limit: int = Field(default=10, ge=1)
     trusted_proxies: Annotated[list[str], NoDecode] = []
+    # Identities (service.auth): a bearer JWT checked against a JWKS or a shared secret, and/or
+    # X-Forwarded-User/-Groups from an authenticating proxy among the trusted proxies.
+    jwt_jwks_url: str | None = None
+    jwt_secret: SecretStr | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_groups_claim: str = Field(default="groups", min_length=1, max_length=200)
+    jwt_user_claim: str = Field(default="sub", min_length=1, max_length=200)
+    proxy_identity: bool = False
     max_body_bytes: int = Field(default=65_536, ge=1024)
     max_concurrency: int = Field(default=32, ge=1)
     request_timeout: float = Field(default=10.0, gt=0)
@@ -91,6 +100,21 @@ class Settings(BaseSettings):
         if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
             # The URL may hold a password: the message names the variable, not the value.
             raise ValueError("QA_REDIS_URL must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("jwt_jwks_url", "jwt_issuer", "jwt_audience", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value() == "":
+            return None
+        # HS256 needs a key of at least its hash's size (RFC 7518, 3.2): 32 bytes.
+        if value is not None and len(value.get_secret_value().encode()) < 32:
+            raise ValueError("QA_JWT_SECRET must be at least 32 bytes (or unset)")
         return value
 
     @field_validator("admin_token")

@@ -1,0 +1,266 @@
+"""Who is asking: a bearer JWT or an authenticating proxy's headers, checked once per request by
+an ASGI middleware that leaves the result in `request.state.identity`."""
+
+from __future__ import annotations
+
+import ipaddress
+import urllib.parse
+from collections.abc import Iterable
+from typing import Any
+
+import jwt
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.identity import ANONYMOUS, Identity
+from service.jwks import InvalidToken, JwksKeys, KeySource, KeysUnavailable, SharedSecret
+from service.limits import refuse
+from service.ratelimit import ClientIdentity
+from service.settings import Settings
+
+# Bounded before any parsing: real ID and access tokens are 1-4 KB.
+MAX_TOKEN_BYTES = 8192
+MAX_GROUPS = 256
+MAX_NAME_CHARS = 256
+# Clock skew allowed between the provider and this host for exp and nbf.
+LEEWAY_SECONDS = 30
+# The admin routes and pages authenticate with QA_ADMIN_TOKEN, also sent as a bearer token.
+EXEMPT_PREFIXES = ("/api/admin/", "/admin/")
+CHALLENGE = (b"www-authenticate", b'Bearer error="invalid_token"')
+
+# PyJWT's messages are safe but vary by version; these are ours, and never hold the token.
+_REASONS: tuple[tuple[type[Exception], str], ...] = (
+    (jwt.ExpiredSignatureError, "token expired"),
+    (jwt.ImmatureSignatureError, "token not yet valid"),
+    (jwt.InvalidAudienceError, "token is for another audience"),
+    (jwt.InvalidIssuerError, "token from another issuer"),
+    (jwt.InvalidSignatureError, "bad signature"),
+    (jwt.InvalidAlgorithmError, "algorithm not allowed"),
+    (jwt.DecodeError, "malformed token"),
+)
+
+
+class AuthConfigError(ValueError):
+    """The identity settings contradict each other; the message names the variables."""
+
+
+class BadProxyHeaders(ValueError):
+    """A trusted proxy sent identity headers this service cannot read."""
+
+
+class TokenVerifier:
+    """Bearer JWTs signed by `keys`, for `audience` from `issuer`, current, with a user."""
+
+    def __init__(self, keys: KeySource, *, issuer: str, audience: str,
+                 user_claim: str = "sub", groups_claim: str = "groups",
+                 leeway: float = LEEWAY_SECONDS) -> None:
+        self.keys = keys
+        self.issuer = issuer
+        self.audience = audience
+        self.user_claim = user_claim
+        self.groups_claim = groups_claim
+        self.leeway = leeway
+        self._require = ["exp", "iss", "aud", user_claim]
+
+    async def verify(self, token: str) -> Identity:
+        """The token's identity, or `InvalidToken` (`KeysUnavailable` while the provider's
+        keys cannot be fetched)."""
+        if len(token) > MAX_TOKEN_BYTES:
+            raise InvalidToken(f"invalid token: longer than {MAX_TOKEN_BYTES} bytes")
+        if token.count(".") != 2:
+            raise InvalidToken("invalid token: malformed token")
+        try:
+            header = jwt.get_unverified_header(token)
+        except (jwt.PyJWTError, ValueError, TypeError):
+            raise InvalidToken("invalid token: malformed token") from None
+        key = await self.keys.key_for(header.get("kid"))
+        if header.get("alg") != key.algorithm:
+            raise InvalidToken("invalid token: algorithm not allowed")
+        try:
+            claims = jwt.decode(token, key.key, algorithms=[key.algorithm],
+                                audience=self.audience, issuer=self.issuer, leeway=self.leeway,
+                                options={"require": self._require})
+        except jwt.MissingRequiredClaimError as exc:
+            raise InvalidToken(f"invalid token: no {exc.claim!r} claim") from None
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            reason = next((text for kind, text in _REASONS if isinstance(exc, kind)),
+                          "invalid token")
+            raise InvalidToken(reason if reason.startswith("invalid") else
+                               f"invalid token: {reason}") from None
+        return identity_from_claims(claims, self.user_claim, self.groups_claim)
+
+
+def identity_from_claims(claims: dict[str, Any], user_claim: str,
+                         groups_claim: str) -> Identity:
+    """The user and groups a verified token's claims name, bounded."""
+    user = claims.get(user_claim)
+    if not isinstance(user, str) or not user.strip() or len(user) > MAX_NAME_CHARS:
+        raise InvalidToken(f"invalid token: the {user_claim!r} claim must be a non-empty string "
+                           f"of at most {MAX_NAME_CHARS} characters")
+    groups = _claim(claims, groups_claim)
+    if groups is None:
+        return Identity(user, frozenset())
+    if (not isinstance(groups, list) or len(groups) > MAX_GROUPS
+            or not all(isinstance(g, str) and 0 < len(g) <= MAX_NAME_CHARS for g in groups)):
+        raise InvalidToken(f"invalid token: the {groups_claim!r} claim must be a list of at most "
+                           f"{MAX_GROUPS} names of 1 to {MAX_NAME_CHARS} characters")
+    return Identity(user, frozenset(groups))
+
+
+def _claim(claims: dict[str, Any], name: str) -> Any:
+    # A name as it stands first (namespaced claims such as "https://example.com/groups" hold
+    # dots), then as a dotted path into nested objects ("realm_access.roles").
+    if name in claims:
+        return claims[name]
+    value: Any = claims
+    for part in name.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+class ProxyIdentity:
+    """`X-Forwarded-User` and comma-separated `X-Forwarded-Groups`, believed only when the
+    direct peer is a trusted proxy (everything else could have been written by the client)."""
+
+    def __init__(self, proxies: ClientIdentity) -> None:
+        self.proxies = proxies
+
+    def of(self, scope: Scope) -> Identity | None:
+        client = scope.get("client")
+        if not client or not self.proxies.trusts(str(client[0])):
+            return None
+        users = _headers(scope, b"x-forwarded-user")
+        if not users:
+            return None
+        if len(users) > 1:
+            raise BadProxyHeaders("more than one X-Forwarded-User header")
+        user = users[0].strip()
+        if not user:
+            return None
+        if len(user) > MAX_NAME_CHARS:
+            raise BadProxyHeaders(f"X-Forwarded-User is longer than {MAX_NAME_CHARS} characters")
+        groups = {g.strip() for value in _headers(scope, b"x-forwarded-groups")
+                  for g in value.split(",") if g.strip()}
+        if len(groups) > MAX_GROUPS or any(len(g) > MAX_NAME_CHARS for g in groups):
+            raise BadProxyHeaders(f"X-Forwarded-Groups must name at most {MAX_GROUPS} groups "
+                                  f"of at most {MAX_NAME_CHARS} characters")
+        return Identity(user, frozenset(groups))
+
+
+def _headers(scope: Scope, name: bytes) -> list[str]:
+    try:
+        return [v.decode("utf-8") for k, v in scope.get("headers", ()) if k == name]
+    except UnicodeDecodeError:
+        raise BadProxyHeaders(f"{name.decode()} is not UTF-8") from None
+
+
+class Authenticator:
+    """The identity of a request: the trusted proxy's when it names a user, else the bearer
+    token's when tokens are configured, else anonymous."""
+
+    def __init__(self, verifier: TokenVerifier | None, proxy: ProxyIdentity | None) -> None:
+        self.verifier = verifier
+        self.proxy = proxy
+
+    async def identify(self, scope: Scope) -> Identity:
+        if self.proxy is not None:
+            identity = self.proxy.of(scope)
+            if identity is not None:
+                return identity
+        if self.verifier is None:
+            return ANONYMOUS
+        tokens = [v for k, v in scope.get("headers", ()) if k == b"authorization"]
+        if not tokens:
+            return ANONYMOUS
+        if len(tokens) > 1:
+            raise InvalidToken("invalid token: more than one Authorization header")
+        scheme, _, token = tokens[0].decode("latin-1").partition(" ")
+        if scheme.lower() != "bearer":
+            return ANONYMOUS  # another scheme (e.g. Basic for a gateway) is not ours to judge
+        return await self.verifier.verify(token.strip())
+
+
+class AuthMiddleware:
+    """Sets `scope["state"]["identity"]` (what `request.state.identity` reads) before the rate
+    limiter, so limits can count per user. A refused token is a 401 with a challenge; keys
+    that cannot be fetched, a 503 (the token may be good)."""
+
+    def __init__(self, app: ASGIApp, authenticator: Authenticator,
+                 exempt: Iterable[str] = EXEMPT_PREFIXES) -> None:
+        self.app = app
+        self.authenticator = authenticator
+        self.exempt = tuple(exempt)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.exempt):
+            await self.app(scope, receive, send)
+            return
+        try:
+            identity = await self.authenticator.identify(scope)
+        except InvalidToken as exc:
+            await refuse(send, 401, str(exc), [CHALLENGE])
+            return
+        except KeysUnavailable as exc:
+            await refuse(send, 503, str(exc), [(b"retry-after", b"30")])
+            return
+        except BadProxyHeaders as exc:
+            await refuse(send, 400, str(exc))
+            return
+        scope.setdefault("state", {})["identity"] = identity
+        await self.app(scope, receive, send)
+
+
+def authenticator(settings: Settings, proxies: ClientIdentity) -> Authenticator | None:
+    """The authenticator the settings describe (None: everyone is anonymous), or
+    `AuthConfigError` when they contradict each other."""
+    jwks_url, secret = settings.jwt_jwks_url, settings.jwt_secret
+    if jwks_url and secret:
+        raise AuthConfigError("QA_JWT_JWKS_URL and QA_JWT_SECRET are both set: tokens are "
+                              "checked against one or the other; unset one")
+    verifier = None
+    if jwks_url or secret:
+        missing = [name for name, value in (("QA_JWT_ISSUER", settings.jwt_issuer),
+                                            ("QA_JWT_AUDIENCE", settings.jwt_audience))
+                   if not value]
+        if missing:
+            raise AuthConfigError(f"{' and '.join(missing)} must be set with "
+                                  f"{'QA_JWT_JWKS_URL' if jwks_url else 'QA_JWT_SECRET'}: "
+                                  "tokens minted for other services must not be accepted")
+        assert settings.jwt_issuer and settings.jwt_audience
+        keys: KeySource = (JwksKeys(check_jwks_url(jwks_url)) if jwks_url else
+                           SharedSecret(secret.get_secret_value().encode() if secret else b""))
+        verifier = TokenVerifier(keys, issuer=settings.jwt_issuer,
+                                 audience=settings.jwt_audience,
+                                 user_claim=settings.jwt_user_claim,
+                                 groups_claim=settings.jwt_groups_claim)
+    elif settings.jwt_issuer or settings.jwt_audience:
+        raise AuthConfigError("QA_JWT_ISSUER or QA_JWT_AUDIENCE is set but neither "
+                              "QA_JWT_JWKS_URL nor QA_JWT_SECRET: set one, or unset them")
+    proxy = None
+    if settings.proxy_identity:
+        if not proxies.networks:
+            raise AuthConfigError("QA_PROXY_IDENTITY is on but QA_TRUSTED_PROXIES is empty: "
+                                  "name the authenticating proxy's addresses")
+        proxy = ProxyIdentity(proxies)
+    return Authenticator(verifier, proxy) if verifier or proxy else None
+
+
+def check_jwks_url(url: str) -> str:
+    """`url` if keys may be fetched from it: HTTPS, or plain HTTP to this machine only (keys
+    fetched over a network in the clear could be swapped by anyone on the path)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return url
+    if parts.scheme == "http" and parts.hostname and _loopback(parts.hostname):
+        return url
+    raise AuthConfigError("QA_JWT_JWKS_URL must be an https:// URL (http:// only to localhost)")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
