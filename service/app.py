@@ -16,7 +16,7 @@ from service import feedback, records, store
 from service.admin import Admin
 from service.admin import router as admin_router
 from service.api import router
-from service.auth import AuthConfigError, AuthMiddleware, authenticator
+from service.auth import AuthConfigError, AuthMiddleware, RefusalMiddleware, authenticator
 from service.encoder import Encoder, describe_model
 from service.engine import Engine, ReloadWatcher
 from service.limits import REFUSALS, AnswerLimitMiddleware, BodyLimitMiddleware, Capacity
@@ -172,13 +172,16 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
                        timeout=settings.body_timeout)
     redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
     app.state.limiters = [admin.failures] if admin else []
+    if auth is not None:
+        app.add_middleware(RefusalMiddleware)
     if settings.rate_limit:
         requests = limiter(redis_url, settings.rate_limit, "requests")
         app.state.limiters.append(requests)
         app.add_middleware(RateLimitMiddleware, limiter=requests, identity=identity)
     if auth is not None:
-        # Outside the rate limiter, which then counts per verified user; inside CORS, so a
-        # widget on another origin can read its 401.
+        # Identities are decided outside the rate limiter, which then counts per verified
+        # user; refusals are sent inside it (bad tokens use up the address's allowance) and
+        # inside CORS, so a widget on another origin can read its 401.
         app.add_middleware(AuthMiddleware, authenticator=auth)
     redis_limited = [lim for lim in app.state.limiters if isinstance(lim, SharedLimiter)]
     if redis_limited:

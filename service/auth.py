@@ -26,6 +26,7 @@ LEEWAY_SECONDS = 30
 # The admin routes and pages authenticate with QA_ADMIN_TOKEN, also sent as a bearer token.
 EXEMPT_PREFIXES = ("/api/admin/", "/admin/")
 CHALLENGE = (b"www-authenticate", b'Bearer error="invalid_token"')
+REFUSAL = "auth_refusal"  # key in the request's state
 
 # PyJWT's messages are safe but vary by version; these are ours, and never hold the token.
 _REASONS: tuple[tuple[type[Exception], str], ...] = (
@@ -182,9 +183,10 @@ class Authenticator:
 
 
 class AuthMiddleware:
-    """Sets `scope["state"]["identity"]` (what `request.state.identity` reads) before the rate
-    limiter, so limits can count per user. A refused token is a 401 with a challenge; keys
-    that cannot be fetched, a 503 (the token may be good)."""
+    """Decides `scope["state"]["identity"]` (what `request.state.identity` reads) before the
+    rate limiter, so limits can count per user. A request it refuses goes on, anonymous, with
+    the refusal noted for `RefusalMiddleware` inside the limiter to send: a client sending bad
+    tokens is held to its address's allowance like anyone else."""
 
     def __init__(self, app: ASGIApp, authenticator: Authenticator,
                  exempt: Iterable[str] = EXEMPT_PREFIXES) -> None:
@@ -196,19 +198,33 @@ class AuthMiddleware:
         if scope["type"] != "http" or scope["path"].startswith(self.exempt):
             await self.app(scope, receive, send)
             return
+        state = scope.setdefault("state", {})
         try:
-            identity = await self.authenticator.identify(scope)
+            state["identity"] = await self.authenticator.identify(scope)
         except InvalidToken as exc:
-            await refuse(send, 401, str(exc), [CHALLENGE])
-            return
+            state[REFUSAL] = (401, str(exc), [CHALLENGE])
         except KeysUnavailable as exc:
-            await refuse(send, 503, str(exc), [(b"retry-after", b"30")])
-            return
+            # The token may well be good: not the client's fault, and worth a retry.
+            state[REFUSAL] = (503, str(exc), [(b"retry-after", b"30")])
         except BadProxyHeaders as exc:
-            await refuse(send, 400, str(exc))
-            return
-        scope.setdefault("state", {})["identity"] = identity
+            state[REFUSAL] = (400, str(exc), [])
         await self.app(scope, receive, send)
+
+
+class RefusalMiddleware:
+    """Answers the requests `AuthMiddleware` refused: 401 with a Bearer challenge for a bad
+    token, 503 while the provider's keys cannot be fetched, 400 for unreadable proxy headers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refusal = scope.get("state", {}).get(REFUSAL) if scope["type"] == "http" else None
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
+        status, detail, headers = refusal
+        await refuse(send, status, detail, headers)
 
 
 def authenticator(settings: Settings, proxies: ClientIdentity) -> Authenticator | None:

@@ -340,6 +340,15 @@ def test_rate_limits_count_per_verified_user(client: Client, provider: JwksServe
     assert ask(**bearer(sign(rsa, claims("alice", ["other"])))) == 429
 
 
+def test_bad_tokens_use_up_the_addresss_allowance(client: Client,
+                                                 provider: JwksServer) -> None:
+    c = client(rate_limit=3, **jwks_settings(provider))
+    codes = [c.post("/api/ask", json={"question": "x"}, headers=bearer("bad")).status_code
+             for _ in range(4)]
+    assert codes == [401, 401, 401, 429]
+    assert c.post("/api/ask", json={"question": "head of product"}).status_code == 429
+
+
 def test_proxy_users_are_limited_per_user(client: Client) -> None:
     c = client(peer="10.0.0.1", rate_limit=2, **PROXY)
 
