@@ -2,7 +2,8 @@
 
 Sections: latency at concurrency 1 against the bare encoder, throughput at concurrency 16 against
 a naive baseline, index build speed, cold start and memory, dense search at scale, then the index
-lifecycle and hardening figures when those modules are present. Servers are real uvicorn
+lifecycle and hardening figures when those modules are present, and what verifying a bearer
+token costs beside /api/ask's p50 (bench/auth.py). Servers are real uvicorn
 subprocesses on loopback started as `make serve` starts them; load is bounded in time and count.
 """
 
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: bench.json in a new temporary folder)")
     parser.add_argument("--skip", nargs="*", default=[],
                         choices=["scale", "scale-1m", "lifecycle", "hardening", "scifact",
-                                 "formats", "feedback"],
+                                 "formats", "feedback", "auth"],
                         help="sections to leave out (for quick runs while developing)")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -107,6 +108,9 @@ def run_sections(figures: dict[str, Any], work: Path, skip: set[str]) -> None:
         print(f"\n== {title} ==")
         module = importlib.import_module(f"bench.{name}")
         figures[name] = module.main()
+    if "auth" not in skip:
+        print("\n== bearer tokens: verification cost (cached JWKS) beside /api/ask p50 ==")
+        figures["auth"] = importlib.import_module("bench.auth").main(index_dir=default_index)
 
 
 # ---------------------------------------------------------------- machine

@@ -61,7 +61,7 @@ def parse_jwks(body: bytes) -> dict[str | None, SigningKey]:
     unknown types and algorithms that do not fit the key are left out."""
     try:
         document = json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ValueError("the JWKS is not JSON") from exc
     entries = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(entries, list):

@@ -155,6 +155,7 @@ def _refused(rsa: Key, ec: Key) -> dict[str, str]:
                                                                rsa_key().private), claims()),
         "tampered payload": f"{head}.{tampered_payload}.{signature}",
         "oversized header": sign(rsa, claims(), pad="x" * 9000),
+        "deeply nested header": b64(b"[" * 4000) + "." + tampered_payload + "." + signature,
         "no exp": sign(rsa, {k: v for k, v in claims().items() if k != "exp"}),
         "no sub": sign(rsa, {k: v for k, v in claims().items() if k != "sub"}),
         "groups not a list": sign(rsa, claims(groups="admins")),  # type: ignore[arg-type]
@@ -433,7 +434,8 @@ def test_any_string_is_a_token_or_an_invalid_token(token: str) -> None:
 
 def test_a_long_hostile_token_is_refused_fast(within: Callable[[float], Any]) -> None:
     verifier = TokenVerifier(SharedSecret(SECRET.encode()), issuer=ISSUER, audience=AUDIENCE)
-    for token in ("." * 100_000, "a" * 8000 + "..", "e" * 100_000):
+    nested = b64(b"[" * 5000) + ".e30.c2ln"  # JSON nesting past Python's recursion limit
+    for token in ("." * 100_000, "a" * 8000 + "..", "e" * 100_000, nested):
         with within(1.0), pytest.raises(InvalidToken):
             anyio.run(verifier.verify, token)
 

@@ -69,7 +69,8 @@ def test_an_ec_key_cannot_claim_another_curves_algorithm(ec: Key) -> None:
         parse_jwks(_document({**ec.jwk(), "alg": "ES512"}))
 
 
-@pytest.mark.parametrize("body", [b"", b"[]", b'{"keys": {}}', b"\xff", b'{"keys": []}'])
+@pytest.mark.parametrize("body", [b"", b"[]", b'{"keys": {}}', b"\xff", b'{"keys": []}',
+                                  b'{"keys": ' + b"[" * 100_000])
 def test_a_document_without_keys_is_refused(body: bytes) -> None:
     with pytest.raises(ValueError):
         parse_jwks(body)
