@@ -102,10 +102,20 @@ def _algorithm(entry: dict[str, Any]) -> str | None:
     return declared if declared in allowed else None
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    # A redirect could lead from the https:// URL that was checked to one that was not.
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # urllib then raises HTTPError (an OSError) for the 3xx
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 def fetch(url: str, timeout: float, max_bytes: int) -> bytes:
-    """The body at `url`, refused past `max_bytes` (blocking: call it from a worker thread)."""
+    """The body at `url`, refused past `max_bytes`; redirects are not followed (blocking: call
+    it from a worker thread)."""
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
+    with _OPENER.open(request, timeout=timeout) as response:
         body: bytes = response.read(max_bytes + 1)
     if len(body) > max_bytes:
         raise ValueError(f"the JWKS is larger than {max_bytes} bytes")

@@ -82,6 +82,11 @@ def test_fetch_reads_at_most_the_limit(server: JwksServer) -> None:
         fetch(server.url, 5.0, 100)
 
 
+def test_redirects_are_not_followed(server: JwksServer) -> None:
+    with pytest.raises(OSError, match="302"):
+        fetch(server.url.replace("/jwks", "/moved"), 5.0, 100_000)
+
+
 def test_keys_are_cached_and_refetched_after_the_ttl(server: JwksServer, rsa: Key) -> None:
     clock = Clock()
     keys = JwksKeys(server.url, ttl=300, min_interval=30, clock=clock)

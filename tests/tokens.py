@@ -90,6 +90,12 @@ class JwksServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 server.requests += 1
+                if self.path == "/moved":
+                    self.send_response(302)
+                    self.send_header("Location", "/jwks")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if server.down or self.path != "/jwks":
                     self.send_error(503 if server.down else 404)
                     return
