@@ -20,7 +20,7 @@ import anyio  # noqa: E402
 
 from bench import http_load  # noqa: E402
 from bench.server import Server  # noqa: E402
-from service.auth import TokenVerifier  # noqa: E402
+from service.bearer import TokenVerifier  # noqa: E402
 from service.jwks import JwksKeys, SharedSecret  # noqa: E402
 from tests.tokens import (  # noqa: E402
     AUDIENCE,
