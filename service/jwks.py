@@ -3,6 +3,7 @@ limits) or a shared HS256 secret, each key pinned to the one algorithm it may ve
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import math
@@ -76,7 +77,7 @@ def parse_jwks(body: bytes) -> dict[str | None, SigningKey]:
             continue
         try:
             key = jwt.PyJWK(entry, algorithm).key
-        except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+        except Exception:  # whatever a malformed key raises, the key is left out
             continue
         keys[kid] = SigningKey(key, algorithm)
     if not keys:
@@ -171,7 +172,7 @@ class JwksKeys:
             self.fetches += 1
             try:
                 keys = parse_jwks(self._fetch(self.url, self.timeout, self.max_bytes))
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, http.client.HTTPException) as exc:
                 self._failed = True
                 # The reason, not the URL (it could carry credentials) nor the body.
                 log.warning("could not refresh the JWKS (%s: %s); %s", type(exc).__name__,

@@ -3,6 +3,7 @@ through or raises anything but `InvalidToken`."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -13,8 +14,8 @@ from hypothesis import strategies as st
 
 from service.bearer import TokenVerifier, identity_from_claims
 from service.identity import Identity
-from service.jwks import InvalidToken, SharedSecret
-from tests.tokens import AUDIENCE, ISSUER, b64, claims, forge
+from service.jwks import InvalidToken, SharedSecret, SigningKey, parse_jwks
+from tests.tokens import AUDIENCE, ISSUER, Key, b64, claims, ec_key, forge, rsa_key, sign
 
 SECRET = b"a shared secret of at least 32 bytes!"
 
@@ -65,6 +66,34 @@ def test_groups_from_a_named_or_nested_claim() -> None:
 def test_any_string_is_a_token_or_an_invalid_token(token: str) -> None:
     with pytest.raises(InvalidToken):
         verify(token)
+
+
+class Published:
+    """Keys as a JWKS would publish them, without the fetching (tested in test_jwks)."""
+
+    def __init__(self, *keys: Key) -> None:
+        self.keys = parse_jwks(json.dumps({"keys": [k.jwk() for k in keys]}).encode())
+
+    async def key_for(self, kid: str | None) -> SigningKey:
+        if kid not in self.keys:
+            raise InvalidToken("invalid token: unknown signing key")
+        return self.keys[kid]
+
+
+RSA, EC = rsa_key(), ec_key()
+PUBLISHED = TokenVerifier(Published(RSA, EC), issuer=ISSUER, audience=AUDIENCE)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([RSA, EC]), st.binary(max_size=300), st.binary(max_size=600))
+def test_any_payload_and_signature_under_a_published_key_is_refused(
+        key: Key, payload: bytes, signature: bytes) -> None:
+    header = b64(json.dumps({"alg": key.algorithm, "kid": key.kid}).encode())
+    with pytest.raises(InvalidToken):
+        anyio.run(PUBLISHED.verify, f"{header}.{b64(payload)}.{b64(signature)}")
+    # While a properly signed token passes: the verifier does not just refuse everything.
+    good = sign(key, claims())
+    assert anyio.run(PUBLISHED.verify, good).user == "alice"
 
 
 def test_a_long_hostile_token_is_refused_fast(within: Callable[[float], Any]) -> None:

@@ -166,6 +166,12 @@ def test_an_unreachable_provider_times_out_into_keys_unavailable() -> None:
         anyio.run(keys.key_for, None)
 
 
+def test_a_provider_answering_garbage_is_unavailable_not_an_error(server: JwksServer) -> None:
+    keys = JwksKeys(server.url.replace("/jwks", "/garbage"))
+    with pytest.raises(KeysUnavailable):
+        anyio.run(keys.key_for, "rsa-1")
+
+
 def test_an_overlong_kid_is_refused_before_any_lookup(server: JwksServer) -> None:
     keys = JwksKeys(server.url)
     with pytest.raises(InvalidToken, match="bad key id"):

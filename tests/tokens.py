@@ -90,6 +90,10 @@ class JwksServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 server.requests += 1
+                if self.path == "/garbage":  # not HTTP at all
+                    self.wfile.write(b"NONSENSE\r\n\r\n")
+                    self.close_connection = True
+                    return
                 if self.path == "/moved":
                     self.send_response(302)
                     self.send_header("Location", "/jwks")
