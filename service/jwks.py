@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import anyio
 import anyio.to_thread
 import jwt
 
@@ -128,9 +129,9 @@ class JwksKeys:
 
     A token naming an unknown `kid` fetches the set again (keys rotate), but never more often
     than once per `min_interval`, so made-up kids cannot make this service hammer the provider.
-    Fetches run in a worker thread, never on the event loop. While the provider cannot be
-    reached the last good set stays in use; with none, tokens cannot be judged
-    (`KeysUnavailable`).
+    Fetches run in a worker thread, never on the event loop; a set past its `ttl` is fetched in
+    the background while its keys go on serving. While the provider cannot be reached the last
+    good set stays in use; with none, tokens cannot be judged (`KeysUnavailable`).
     """
 
     def __init__(self, url: str, *, ttl: float = 300.0, min_interval: float = 30.0,
@@ -149,6 +150,8 @@ class JwksKeys:
         self._attempted_at = -math.inf
         self._failed = False
         self._lock = threading.Lock()
+        self._one = anyio.CapacityLimiter(1)
+        self._background: threading.Thread | None = None
         self.fetches = 0  # attempts, for tests and the benchmark
 
     def find(self, kid: str | None) -> SigningKey | None:
@@ -156,11 +159,6 @@ class JwksKeys:
         if kid is None and len(keys) == 1:
             return next(iter(keys.values()))
         return keys.get(kid)
-
-    def _due(self, kid: str | None) -> bool:
-        now = self._clock()
-        wanted = now - self._fetched_at >= self.ttl or self.find(kid) is None
-        return wanted and now - self._attempted_at >= self.min_interval
 
     def refresh(self) -> None:
         """Fetch the set now unless another thread just did (blocking)."""
@@ -181,14 +179,37 @@ class JwksKeys:
                 return
             self._keys, self._fetched_at, self._failed = keys, now, False
 
+    def _refresh_in_background(self) -> None:
+        # Called from the event loop only, so the check needs no lock.
+        if self._background is None or not self._background.is_alive():
+            self._background = threading.Thread(target=self.refresh, name="jwks-refresh",
+                                                daemon=True)
+            self._background.start()
+
+    def wait_for_background(self, timeout: float | None = None) -> None:
+        """Until a background refresh under way has finished (for tests and shutdown)."""
+        if self._background is not None:
+            self._background.join(timeout)
+
     async def key_for(self, kid: str | None) -> SigningKey:
         if kid is not None and (not isinstance(kid, str) or len(kid) > MAX_KID_CHARS):
             raise InvalidToken("invalid token: bad key id")
-        if self._due(kid):
-            await anyio.to_thread.run_sync(self.refresh)
         key = self.find(kid)
+        now = self._clock()
+        allowed = now - self._attempted_at >= self.min_interval
         if key is not None:
+            # Past its time the set is fetched again, while the keys it holds go on serving:
+            # nobody waits on the provider for a key already known.
+            if allowed and now - self._fetched_at >= self.ttl:
+                self._refresh_in_background()
             return key
+        if allowed:
+            # Requests waiting for the same fetch queue here, not in the thread pool that
+            # computes answers; after the first, each finds the fetch done and returns.
+            await anyio.to_thread.run_sync(self.refresh, limiter=self._one)
+            key = self.find(kid)
+            if key is not None:
+                return key
         if self._failed:
             raise KeysUnavailable("cannot verify tokens right now: the identity provider's "
                                   "keys could not be fetched")

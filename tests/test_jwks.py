@@ -94,8 +94,13 @@ def test_keys_are_cached_and_refetched_after_the_ttl(server: JwksServer, rsa: Ke
     assert anyio.run(keys.key_for, "ec-1").algorithm == "ES256"
     assert server.requests == 1
     clock.now += 301
-    anyio.run(keys.key_for, "rsa-1")
+    # The known key answers at once; the set is fetched again in the background.
+    server.keys = [rsa]
+    assert anyio.run(keys.key_for, "ec-1").algorithm == "ES256"
+    keys.wait_for_background(10)
     assert server.requests == 2
+    with pytest.raises(InvalidToken, match="unknown signing key"):  # dropped from the set
+        anyio.run(keys.key_for, "ec-1")
 
 
 def test_an_unknown_kid_refreshes_once_per_interval(server: JwksServer, rsa: Key) -> None:
@@ -121,6 +126,23 @@ def test_an_unknown_kid_refreshes_once_per_interval(server: JwksServer, rsa: Key
     assert server.requests == 3
 
 
+def test_many_requests_waiting_for_the_first_fetch_share_it(server: JwksServer) -> None:
+    keys = JwksKeys(server.url)
+    found: list[str] = []
+
+    async def want(kid: str) -> None:
+        found.append((await keys.key_for(kid)).algorithm)
+
+    async def crowd() -> None:
+        async with anyio.create_task_group() as group:
+            for n in range(20):
+                group.start_soon(want, "rsa-1" if n % 2 else "ec-1")
+
+    anyio.run(crowd)
+    assert sorted(found) == ["ES256"] * 10 + ["RS256"] * 10
+    assert server.requests == 1
+
+
 def test_many_threads_wanting_keys_at_once_fetch_once(server: JwksServer) -> None:
     keys = JwksKeys(server.url, min_interval=30)
     threads = [threading.Thread(target=keys.refresh) for _ in range(8)]
@@ -140,6 +162,7 @@ def test_a_provider_outage_keeps_the_last_good_keys(server: JwksServer,
     clock.now += 301
     with caplog.at_level(logging.WARNING, logger="service.jwks"):
         assert anyio.run(keys.key_for, "rsa-1").algorithm == "RS256"
+        keys.wait_for_background(10)
     assert server.requests == 2
     assert "keeping the last good set" in caplog.text and server.url not in caplog.text
     # A kid it has never seen cannot be judged while the provider is down: not a bad token.
