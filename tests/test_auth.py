@@ -8,8 +8,10 @@ import json
 import logging
 import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -21,7 +23,7 @@ from service.identity import IdentityDep
 from service.indexing import build_index
 from service.ratelimit import ClientIdentity
 from service.settings import Settings
-from tests.conftest import SEED_CORPUS, FakeEncoder
+from tests.conftest import SEED_CORPUS, FakeEncoder, start_service
 from tests.tokens import (
     AUDIENCE,
     ISSUER,
@@ -398,3 +400,62 @@ def test_without_identity_settings_there_is_no_authenticator() -> None:
     url = "http://localhost:8080/realms/x/protocol/openid-connect/certs"
     local = _config(jwt_jwks_url=url, jwt_issuer=ISSUER, jwt_audience=AUDIENCE)
     assert authenticator(local, ClientIdentity()) is not None
+
+
+# ---------------------------------------------------------------- a real server
+
+
+def test_a_real_server_end_to_end(real_settings: Settings, provider: JwksServer, rsa: Key,
+                                  ec: Key, tmp_path: Path) -> None:
+    """uvicorn as deployed, settings from the environment, the JWKS over loopback HTTP, the
+    proxy being this test on 127.0.0.1 and a stranger on 127.0.0.2; its log holds no token."""
+    env = {"QA_CORPUS_DIR": str(real_settings.corpus_dir),
+           "QA_INDEX_DIR": str(real_settings.index_dir), "QA_RATE_LIMIT": "2",
+           "QA_RELOAD_INTERVAL": "0", "QA_DATA_DIR": str(tmp_path / "data"),
+           "QA_LOG_LEVEL": "INFO", "QA_JWT_JWKS_URL": provider.url, "QA_JWT_ISSUER": ISSUER,
+           "QA_JWT_AUDIENCE": AUDIENCE, "QA_TRUSTED_PROXIES": "127.0.0.1",
+           "QA_PROXY_IDENTITY": "true", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    log = tmp_path / "uvicorn.log"
+    proc, origin = start_service(env, log, ("--log-config", "service/log_config.json"))
+    refused = _refused(rsa, ec)
+    try:
+        stranger = httpx.Client(base_url=origin, timeout=10,
+                                transport=httpx.HTTPTransport(local_address="127.0.0.2"))
+        with httpx.Client(base_url=origin, timeout=10) as proxy, stranger:
+            def ask(client: httpx.Client, headers: Any = None) -> int:
+                return client.post("/api/ask", json={"question": "What is a CPO?"},
+                                   headers=headers).status_code
+
+            alice, bob = bearer(sign(rsa, claims("alice"))), bearer(sign(ec, claims("bob")))
+            assert [ask(stranger, alice) for _ in range(3)] == [200, 200, 429]
+            assert ask(stranger, bob) == 200
+            # Bad tokens are anonymous to the limiter: the address's two, then 429s.
+            codes = []
+            for name in ("expired", "alg none", "HS256 with the RSA public key",
+                         "tampered payload", "oversized header", "deeply nested header"):
+                r = stranger.get("/api/documents/head-of-product.txt",
+                                 headers=bearer(refused[name]))
+                codes.append(r.status_code)
+                if r.status_code == 401:
+                    assert r.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+            assert codes == [401, 401, 429, 429, 429, 429]
+            # From the proxy, its headers are the identity (two users are an error); from a
+            # stranger they are ignored.
+            twice = [("X-Forwarded-User", "a"), ("X-Forwarded-User", "b")]
+            assert ask(proxy, twice) == 400
+            assert [ask(proxy, {"X-Forwarded-User": "carol"}) for _ in range(3)] == [
+                200, 200, 429]
+            assert ask(proxy, {"X-Forwarded-User": "dave"}) == 200
+        stranger2 = httpx.Client(base_url=origin, timeout=10,
+                                 transport=httpx.HTTPTransport(local_address="127.0.0.3"))
+        with stranger2:
+            assert ask(stranger2, twice) == 200
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    text = log.read_text()
+    assert '"status": 401' in text, "the refusals were logged"
+    for token in [*refused.values(), *alice.values(), *bob.values()]:
+        if len(token) > 8:
+            assert token.removeprefix("Bearer ") not in text
+    assert provider.requests == 1
