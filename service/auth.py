@@ -144,23 +144,22 @@ def authenticator(settings: Settings, proxies: ClientIdentity) -> Authenticator 
     if jwks_url and secret:
         raise AuthConfigError("QA_JWT_JWKS_URL and QA_JWT_SECRET are both set: tokens are "
                               "checked against one or the other; unset one")
+    issuer, audience = settings.jwt_issuer, settings.jwt_audience
     verifier = None
     if jwks_url or secret:
-        missing = [name for name, value in (("QA_JWT_ISSUER", settings.jwt_issuer),
-                                            ("QA_JWT_AUDIENCE", settings.jwt_audience))
-                   if not value]
-        if missing:
-            raise AuthConfigError(f"{' and '.join(missing)} must be set with "
+        if not issuer or not audience:
+            missing = " and ".join(name for name, value in (("QA_JWT_ISSUER", issuer),
+                                                            ("QA_JWT_AUDIENCE", audience))
+                                   if not value)
+            raise AuthConfigError(f"{missing} must be set with "
                                   f"{'QA_JWT_JWKS_URL' if jwks_url else 'QA_JWT_SECRET'}: "
                                   "tokens minted for other services must not be accepted")
-        assert settings.jwt_issuer and settings.jwt_audience
         keys: KeySource = (JwksKeys(check_jwks_url(jwks_url)) if jwks_url else
                            SharedSecret(secret.get_secret_value().encode() if secret else b""))
-        verifier = TokenVerifier(keys, issuer=settings.jwt_issuer,
-                                 audience=settings.jwt_audience,
+        verifier = TokenVerifier(keys, issuer=issuer, audience=audience,
                                  user_claim=settings.jwt_user_claim,
                                  groups_claim=settings.jwt_groups_claim)
-    elif settings.jwt_issuer or settings.jwt_audience:
+    elif issuer or audience:
         raise AuthConfigError("QA_JWT_ISSUER or QA_JWT_AUDIENCE is set but neither "
                               "QA_JWT_JWKS_URL nor QA_JWT_SECRET: set one, or unset them")
     proxy = None
