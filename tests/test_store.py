@@ -174,13 +174,15 @@ def test_cli_names_what_changed(fake_settings: Settings, monkeypatch: pytest.Mon
     args = ["--corpus", str(corpus), "--index", str(fake_settings.index_dir)]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
-    assert "(+12 ~0 -0 documents; 12 chunks embedded" in out
+    # From one document to several, titles join every passage's context: all are embedded.
+    assert "(+12 ~0 -0 documents; 27 chunks embedded, 1 reused)" in out
     assert "  added: page-00.md, page-01.md, " in out and "page-09.md and 2 more\n" in out
     (corpus / "page-00.md").unlink()
     (corpus / "page-01.md").write_text("# Page 1\n\nNew text.\n", "utf-8")
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "  changed: page-01.md\n  removed: page-00.md\n" in out and "added" not in out
+    assert "(+0 ~1 -1 documents; 1 chunks embedded, 26 reused)" in out
 
 
 def test_current_must_name_a_version_inside_the_index(fake_settings: Settings,
