@@ -1,8 +1,10 @@
 """Quality over converted documents: the TTS handbook as Markdown, as PDF (printed by
-Chromium) and as Word files (pandoc), each built and served, then scored by
+Chromium), as Word files (pandoc) and as intranet web pages (pandoc with eval/intranet.html:
+site header, menu, breadcrumbs, cookie banner, sidebar and footer around each page), each
+built and served, then scored by
 ../shared/eval/check_http.py --verify-api --loose; plus the share of PDF citations with a page.
 
-    .venv/bin/python eval/formats.py [--limit N] [--formats md,pdf,docx] [--keep DIR]
+    .venv/bin/python eval/formats.py [--limit N] [--formats md,pdf,docx,html] [--keep DIR]
 
 Conversion and indexes go to a temporary folder (or --keep DIR); ../shared is only read.
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 HANDBOOK = SHARED / "eval" / "tts-handbook"
+INTRANET = Path(__file__).resolve().parent / "intranet.html"
 sys.path.insert(0, str(ROOT))
 
 from bench.server import Server  # noqa: E402
@@ -48,6 +51,14 @@ def to_html(md: Path, out: Path) -> None:
                    capture_output=True)
 
 
+def to_intranet_page(md: Path, out: Path, template: Path = INTRANET) -> None:
+    """The page as an intranet would serve it: its content inside the site's chrome."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["pandoc", "-f", "markdown", "-t", "html5", "-s", "--template",
+                    str(template), "--metadata", f"pagetitle={md.stem}", str(md), "-o",
+                    str(out)], check=True, capture_output=True)
+
+
 def to_docx(md: Path, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(["pandoc", "-f", "markdown", "-t", "docx", str(md), "-o", str(out)],
@@ -69,6 +80,13 @@ def convert(sources: list[Path], root: Path, formats: list[str]) -> dict[str, Pa
             list(pool.map(lambda md: to_docx(md, corpora["docx"] / md.relative_to(
                 HANDBOOK / "corpus").with_suffix(".docx")), sources))
         print(f"docx: {len(sources)} files in {time.perf_counter() - started:.0f} s")
+    if "html" in formats:
+        corpora["html"] = root / "intranet"
+        started = time.perf_counter()
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda md: to_intranet_page(md, corpora["html"] / md.relative_to(
+                HANDBOOK / "corpus").with_suffix(".html")), sources))
+        print(f"html: {len(sources)} files in {time.perf_counter() - started:.0f} s")
     if "pdf" in formats:
         from playwright.sync_api import sync_playwright
 

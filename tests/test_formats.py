@@ -41,6 +41,7 @@ def settings(tmp_path: Path) -> Settings:
     shutil.copy(FIXTURES / "fmla.pdf", corpus / "hr" / "fmla.pdf")
     shutil.copy(FIXTURES / "work-schedules.docx", corpus / "hr" / "work-schedules.docx")
     shutil.copy(FIXTURES / "advanced-sick-leave.pptx", corpus / "advanced-sick-leave.pptx")
+    shutil.copy(FIXTURES / "dates-intranet.html", corpus / "hr" / "dates.html")
     (corpus / "page.html").write_text("<title>T</title><p>Hello <b>world</b>.</p>"
                                       "<script>alert(1)</script>", "utf-8")
     bad = corpus / "bad"
@@ -66,7 +67,7 @@ def test_a_build_publishes_the_good_files_and_names_every_bad_one(
         settings: Settings, fake_encoder: FakeEncoder) -> None:
     report = build_index(settings, encoder=fake_encoder)
     assert report.published
-    assert sorted(report.added) == ["advanced-sick-leave.pptx", "hr/fmla.pdf",
+    assert sorted(report.added) == ["advanced-sick-leave.pptx", "hr/dates.html", "hr/fmla.pdf",
                                     "hr/work-schedules.docx", "page.html"]
     reasons = dict(s.split(": ", 1) for s in report.skipped)
     assert reasons == {
@@ -98,6 +99,20 @@ def test_citations_from_paged_files_carry_their_page(client: TestClient) -> None
     index = load_index(client.app.state.settings.index_dir)  # type: ignore[attr-defined]
     doc = index.documents["hr/fmla.pdf"]
     assert all(c["page"] == doc.page_at(c["start"]) for c in pdf)
+
+
+def test_a_web_page_is_served_without_its_site_chrome_and_cited_verbatim(
+        client: TestClient) -> None:
+    doc = client.get("/api/documents/hr/dates.html").json()
+    assert doc["title"] == "Performance Management Important Dates"
+    assert "cookies" not in doc["text"] and "All rights reserved" not in doc["text"]
+    body = client.post("/api/ask", json={
+        "question": "When is the end of year performance review self-assessment due?",
+        "top_k": 5}).json()
+    cited = [c for c in body["citations"] if c["doc_id"] == "hr/dates.html"]
+    assert cited, body
+    for c in cited:
+        assert doc["text"][c["start"]:c["end"]] == c["text"] and "page" not in c
 
 
 def test_the_original_pdf_is_served_inline(client: TestClient, settings: Settings) -> None:
@@ -144,7 +159,8 @@ def test_an_unchanged_file_is_not_parsed_again(settings: Settings,
                                                fake_encoder: FakeEncoder) -> None:
     build_index(settings, encoder=fake_encoder)
     cached = list((settings.index_dir / EXTRACTED).glob("*.json"))
-    assert len(cached) == 3  # the PDF, the Word file and the slides; text files are not kept
+    # The PDF, the Word file, the slides and the two web pages; text files are not kept.
+    assert len(cached) == 5
     # Mark the cached extraction of the PDF: the next build must use it, not the file.
     for path in cached:
         records = json.loads(path.read_text("utf-8"))
@@ -158,7 +174,7 @@ def test_an_unchanged_file_is_not_parsed_again(settings: Settings,
     # Files removed from the corpus leave the cache at the next build.
     (settings.corpus_dir / "hr" / "work-schedules.docx").unlink()
     build_index(settings, encoder=fake_encoder)
-    assert len(list((settings.index_dir / EXTRACTED).glob("*.json"))) == 2
+    assert len(list((settings.index_dir / EXTRACTED).glob("*.json"))) == 4
 
 
 def test_a_record_original_is_its_jsonl_file_and_ids_ending_in_source_still_resolve(

@@ -11,7 +11,7 @@ from service.ingest import jsonl, markdown, pdf, plain, powerpoint, webpage, wor
 from service.ingest.document import Reader
 
 # Bump when a reader's output changes: cached extractions of older readers are not reused.
-READERS_VERSION = 1
+READERS_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ FORMATS: tuple[Format, ...] = (
     Format("text", (".txt",), plain.read, "text/plain; charset=utf-8", inline=True),
     # Served as plain text: browsers download text/markdown instead of showing it.
     Format("markdown", (".md",), markdown.read, "text/plain; charset=utf-8", inline=True),
-    Format("html", (".html", ".htm"), webpage.read, "text/html; charset=utf-8"),
+    Format("html", (".html", ".htm"), webpage.read, "text/html; charset=utf-8", isolated=True),
     Format("jsonl", (".jsonl",), jsonl.read, "application/x-ndjson"),
     Format("pdf", (".pdf",), pdf.read, "application/pdf", "pdf", isolated=True, inline=True),
     Format("docx", (".docx",), word.read,
