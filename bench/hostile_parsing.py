@@ -7,6 +7,7 @@ import time
 
 from service.chunking import split
 from service.corpus import Document, html_to_text
+from service.ingest import webpage
 
 SIZE = 20_000_000  # the default QA_MAX_FILE_BYTES
 LINES = ["{" + " " * 4000 + "}x", "# a" + " " * 2000 + "x", "." * 5000 + "x",
@@ -36,6 +37,13 @@ def main() -> None:
     markup = "<p>x</p>" * (SIZE // 16) + "</" * (SIZE // 4)
     _timed("html_to_text, 10 MB of tags then 10 MB of unclosed '</'",
            lambda: f"{len(html_to_text(markup)[1]):,} characters of text")
+    # The HTML reader: over webpage.MAX_TAGS the page is read whole, in linear time ...
+    _timed("webpage.read, the same 20 MB",
+           lambda: f"{len(webpage.read(markup.encode(), 'w.html')[0][0].text):,} characters")
+    # ... and just under it, trafilatura's main-content extraction runs on the most it takes.
+    under = "<p>x" * (webpage.MAX_TAGS - 10)
+    _timed(f"webpage.read, {webpage.MAX_TAGS - 10:,} unclosed <p>",
+           lambda: f"{len(webpage.read(under.encode(), 'w.html')[0][0].text):,} characters")
 
 
 if __name__ == "__main__":

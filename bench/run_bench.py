@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: bench.json in a new temporary folder)")
     parser.add_argument("--skip", nargs="*", default=[],
                         choices=["scale", "scale-1m", "lifecycle", "hardening", "scifact",
-                                 "formats", "feedback", "auth"],
+                                 "formats", "webpages", "feedback", "auth"],
                         help="sections to leave out (for quick runs while developing)")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -102,6 +102,7 @@ def run_sections(figures: dict[str, Any], work: Path, skip: set[str]) -> None:
         print_scale(figures["scale"])
     for name, title in (("index_lifecycle", "index lifecycle"), ("hardening", "hardening"),
                         ("formats", "reading PDF and Word files"),
+                        ("webpages", "reading web pages: main content without site chrome"),
                         ("feedback", "recording and insights")):
         if name.split("_")[-1] in skip or not (ROOT / "bench" / f"{name}.py").is_file():
             continue

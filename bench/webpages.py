@@ -1,7 +1,7 @@
 """Reading intranet web pages: how much site chrome each HTML reader keeps, how much of the
 page's own text, and how fast; optionally hit@3 over the whole handbook as web pages.
 
-    .venv/bin/python bench/webpages.py [--pages N] [--quality]
+    .venv/bin/python bench/webpages.py [--pages N] [--quality [--baseline REF]]
 
 Renders the first N TTS handbook pages (../shared, read only) with pandoc through
 eval/intranet.html, a site template with a cookie banner, header, search, menu, breadcrumbs,
@@ -12,7 +12,10 @@ chrome only beyond the times the content has it). Readers: today's visible-text 
 (before main-content extraction), trafilatura's own plain-text output, and ours (trafilatura's
 structure laid out as a document, with the visible-text fallback), in-process and in worker
 processes as builds run it. --quality also runs eval/formats.py --formats md,html (a build
-and a served index of all 246 pages each) and prints its hit@3 lines.
+and a served index of all 246 pages each) and prints its hit@3 lines; --baseline REF also
+scores the web pages with the readers of git commit REF (its tree exported to a temporary
+folder, run with this checkout's eval script and Python), e.g. the commit before the main-content
+reader to see what the site chrome cost.
 """
 
 from __future__ import annotations
@@ -90,13 +93,29 @@ def pooled(pool: ReaderPool) -> Callable[[bytes], str]:
     return run
 
 
-def quality() -> dict[str, str]:
-    """hit@3 and the rest of check_http's summary for Markdown and for the web pages."""
-    out = subprocess.run([sys.executable, str(ROOT / "eval" / "formats.py"), "--formats",
-                          "md,html"], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+def quality(checkout: Path = ROOT, formats: str = "md,html") -> dict[str, str]:
+    """hit@3 and the rest of check_http's summary for each format, built and served from
+    `checkout` (which needs ../shared beside it)."""
+    out = subprocess.run([sys.executable, str(checkout / "eval" / "formats.py"), "--formats",
+                          formats], capture_output=True, text=True, check=True,
+                         cwd=checkout).stdout
     lines = out.splitlines()
     summary = lines[lines.index("summary") + 1:]
     return {line.split()[0]: " ".join(line.split()[1:]) for line in summary if line.strip()}
+
+
+def baseline_quality(ref: str) -> str:
+    """The web pages' summary with the readers of commit `ref`."""
+    with tempfile.TemporaryDirectory(prefix="qa-bench-html-base-") as tmp:
+        checkout = Path(tmp) / "checkout"
+        checkout.mkdir()
+        (Path(tmp) / "shared").symlink_to(HANDBOOK.parent.parent.resolve())
+        archive = subprocess.run(["git", "archive", ref], cwd=ROOT, check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(checkout)], input=archive, check=True)
+        for name in ("formats.py", "intranet.html"):
+            (checkout / "eval" / name).write_bytes((ROOT / "eval" / name).read_bytes())
+        return quality(checkout, "html")["html"]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -105,6 +124,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pages", type=int, default=60)
     parser.add_argument("--quality", action="store_true")
+    parser.add_argument("--baseline", help="git commit whose HTML reader to score too")
     args = parser.parse_args(argv or [])
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="qa-bench-html-") as tmp:
@@ -138,6 +158,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"\nhit@3 over all {len(pages(None))} pages (eval/formats.py --formats md,html; "
               f"questions {HANDBOOK.name}/qa.jsonl)")
         figures["quality"] = quality()
+        if args.baseline:
+            figures["quality"][f"html@{args.baseline}"] = baseline_quality(args.baseline)
         for name, summary in figures["quality"].items():
             print(f"  {name:5s} {summary}")
     return figures
