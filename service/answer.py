@@ -6,7 +6,7 @@ import math
 import re
 from collections.abc import Hashable, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -68,6 +68,9 @@ class Answer:
     # The text as (quote, citation number or None) pieces, joined by spaces. Clients place
     # citation markers from these, never by pattern: a quoted sentence may contain "[2]".
     parts: tuple[tuple[str, int | None], ...] = ()
+    # The question's unit vector as retrieval encoded it: the answer store keeps it (with the
+    # question text, when that is kept) so the insights can group questions by meaning.
+    query_vector: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, field_validator
 from service.answer import Answer
 from service.conversation import standalone_query
 from service.engine import Engine, NotReady, Snapshot
+from service.identity import Identity, IdentityDep
 from service.ingest.registry import format_for
 from service.limits import ErrorBody
 from service.recorder import Recorder
@@ -179,13 +180,15 @@ RecorderDep = Annotated[Recorder | None, Depends(get_recorder)]
 
 
 def _response(question: str, answer: Answer, snapshot: Snapshot, started: float,
-              recorder: Recorder | None, route: str, query: str | None = None) -> Response:
+              recorder: Recorder | None, route: str, identity: Identity,
+              query: str | None = None) -> Response:
     """The AskResponse (ChatResponse with `query`) as compact JSON, written directly: the
     answer is valid by construction, so the response model's validation pass is skipped.
     The answer is queued for the store here (never waiting on it), under the id returned."""
     took_ms = round((time.perf_counter() - started) * 1000, 2)
     answer_id = None if recorder is None else recorder.record(
-        route, snapshot.version, answer, question if query is None else query, took_ms)
+        route, snapshot.version, answer, question if query is None else query, took_ms,
+        identity.user)
     body: dict[str, object] = {
         "question": question, "answer": answer.text,
         "answer_parts": [{"text": t, "citation": n} for t, n in answer.parts],
@@ -219,16 +222,16 @@ async def _answer(engine: Engine, snapshot: Snapshot, question: str, k: int) -> 
 
 @router.post("/api/ask", response_model=AskResponse, tags=["questions"])
 async def ask(body: AskRequest, engine: EngineDep, snapshot: SnapshotDep,
-              recorder: RecorderDep) -> Response:
+              recorder: RecorderDep, identity: IdentityDep) -> Response:
     """Answer one question with cited passages."""
     started = time.perf_counter()
     answer = await _answer(engine, snapshot, body.question, body.top_k)
-    return _response(body.question, answer, snapshot, started, recorder, "ask")
+    return _response(body.question, answer, snapshot, started, recorder, "ask", identity)
 
 
 @router.post("/api/chat", response_model=ChatResponse, tags=["questions"])
 async def chat(body: ChatRequest, engine: EngineDep, snapshot: SnapshotDep,
-               recorder: RecorderDep) -> Response:
+               recorder: RecorderDep, identity: IdentityDep) -> Response:
     """Answer the last user message, reading earlier turns to resolve follow-ups."""
     started = time.perf_counter()
     turns = [m.content for m in body.messages if m.role == "user"]
@@ -238,7 +241,7 @@ async def chat(body: ChatRequest, engine: EngineDep, snapshot: SnapshotDep,
              else turns[0].strip())
     answer = await _answer(engine, snapshot, query, body.top_k)
     return _response(body.messages[-1].content, answer, snapshot, started, recorder, "chat",
-                     query)
+                     identity, query)
 
 
 # Originals never run script on this origin: everything but a PDF is sandboxed (scripts,

@@ -97,7 +97,8 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
                             backend=url.partition(":")[0].partition("+")[0],
                             capacity=settings.record_queue,
                             retention_days=settings.retention_days,
-                            store_questions=settings.store_questions)
+                            store_questions=settings.store_questions,
+                            store_users=settings.store_users)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

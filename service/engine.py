@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +51,8 @@ class Snapshot:
         # that holds it is cited even when its own vector ranked it just below the top k.
         query_vector, terms, hits = self.search(question, k + ANSWER_POOL)
         want = wanted(question, self.index.acronyms)
-        return compose_answer(self.index, query_vector, terms, hits, want, k)
+        answer = compose_answer(self.index, query_vector, terms, hits, want, k)
+        return replace(answer, query_vector=query_vector)
 
 
 class Engine:

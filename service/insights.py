@@ -22,7 +22,11 @@ from service.records import DAY, Store, answer_docs, answers, feedback
 
 TOP = 10
 MAX_GROUPED = 5000  # the most recent declined questions considered for grouping
-SAME_MEANING = 0.6  # Jaccard of stemmed content words at which two questions are one
+# Cosine of two questions' vectors (all-MiniLM-L6-v2) at which they are one: paraphrases
+# measured 0.70-0.78 ("How do I renew my parking permit?" / "how can I get my parking pass
+# renewed"), questions sharing a topic word but asking another thing 0.39-0.51.
+SAME_MEANING = 0.65
+GROUP_BLOCK = 256
 NEVER_CITED_SHOWN = 200
 
 
@@ -122,40 +126,70 @@ def _percentiles(values: np.ndarray) -> tuple[float | None, float | None]:
     return round(float(p50), 2), round(float(p95), 2)
 
 
-def group_questions(questions: Iterable[str], threshold: float = SAME_MEANING,
-                    top: int = TOP) -> list[GapOut]:
-    """Questions that mean nearly the same merged: equal stemmed content words first, then
-    any whose word sets overlap by `threshold` (Jaccard) with a bigger group's first one."""
+def group_questions(questions: Iterable[tuple[str, bytes | None]],
+                    threshold: float = SAME_MEANING, top: int = TOP) -> list[GapOut]:
+    """Questions that mean nearly the same merged: wordings with equal stemmed content words
+    first, then, by the encoder's vectors stored with them, any whose cosine with a bigger
+    group's first one reaches `threshold`. A question stored without a vector (recorded
+    before vectors were kept) is merged by its words only."""
     by_terms: dict[frozenset[str], Counter[str]] = defaultdict(Counter)
-    for q in questions:
+    vector_of: dict[frozenset[str], bytes] = {}
+    for q, vector in questions:
         terms = frozenset(lexical.terms(q)) or frozenset([q.strip().lower()])
         by_terms[terms][q.strip()] += 1
-    keys = sorted(by_terms, key=lambda k: -sum(by_terms[k].values()))
-    groups: list[tuple[frozenset[str], list[frozenset[str]]]] = []
-    postings: dict[str, list[int]] = defaultdict(list)
+        if vector and terms not in vector_of:
+            vector_of[terms] = vector
+    keys = sorted(by_terms, key=lambda k: (-sum(by_terms[k].values()), min(by_terms[k])))
+    # Vectors of one model only: the most common size (another model's are left out).
+    size = Counter(len(v) for v in vector_of.values()).most_common(1)
+    with_vector = [k for k in keys if size and len(vector_of.get(k, b"")) == size[0][0]]
+    leader_of = _leaders(with_vector, vector_of, threshold)
+    members: dict[frozenset[str], list[frozenset[str]]] = defaultdict(list)
     for key in keys:
-        candidates = {g for term in key for g in postings.get(term, ())}
-        best, best_score = -1, 0.0
-        for g in candidates:
-            head = groups[g][0]
-            score = len(head & key) / len(head | key)
-            if score > best_score:
-                best, best_score = g, score
-        if best >= 0 and best_score >= threshold:
-            groups[best][1].append(key)
-            continue
-        groups.append((key, [key]))
-        for term in key:
-            postings[term].append(len(groups) - 1)
+        members[leader_of.get(key, key)].append(key)
     out = []
-    for _, members in groups:
+    for group in members.values():
         wordings: Counter[str] = Counter()
-        for key in members:
+        for key in group:
             wordings.update(by_terms[key])
         example = min(wordings, key=lambda w: (-wordings[w], len(w), w))
         out.append(GapOut(count=sum(wordings.values()), example=example, variants=len(wordings)))
     out.sort(key=lambda g: (-g.count, g.example))
     return out[:top]
+
+
+def _leaders(keys: Sequence[frozenset[str]], vector_of: Mapping[frozenset[str], bytes],
+             threshold: float) -> dict[frozenset[str], frozenset[str]]:
+    """Each key's group leader: in order (most asked first), a key joins the most similar
+    leader so far when the cosine reaches `threshold`, else leads a group of its own.
+    Similarities are computed a block of keys at a time, as matrix products."""
+    if not keys:
+        return {}
+    packed = np.frombuffer(b"".join(vector_of[k] for k in keys), dtype=np.float16)
+    vectors = packed.astype(np.float32).reshape(len(keys), -1)
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-6)
+    leaders: list[int] = []
+    leader_of: dict[frozenset[str], frozenset[str]] = {}
+    for start in range(0, len(keys), GROUP_BLOCK):
+        block = vectors[start:start + GROUP_BLOCK]
+        to_leaders = block @ vectors[leaders].T if leaders else np.zeros((len(block), 0))
+        within = block @ block.T
+        new: list[int] = []  # positions in the block of leaders it made
+        for j in range(len(block)):
+            best, score = -1, threshold
+            if to_leaders.shape[1]:
+                column = int(np.argmax(to_leaders[j]))
+                if to_leaders[j, column] >= score:
+                    best, score = leaders[column], float(to_leaders[j, column])
+            for position in new:
+                if within[j, position] >= score:
+                    best, score = start + position, float(within[j, position])
+            if best < 0:
+                new.append(j)
+                best = start + j
+            leader_of[keys[start + j]] = keys[best]
+        leaders.extend(start + position for position in new)
+    return leader_of
 
 
 def compute(store: Store, corpus: Corpus, *, collection: str, days: int,
@@ -198,10 +232,11 @@ def compute(store: Store, corpus: Corpus, *, collection: str, days: int,
 
     unanswered: list[GapOut] = []
     if questions_stored:
-        declined = store.rows(sa.select(a.c.question).where(
+        declined = store.rows(sa.select(a.c.question, a.c.question_vector).where(
             in_period, sa.not_(a.c.answered), a.c.question.is_not(None))
             .order_by(a.c.at.desc()).limit(MAX_GROUPED))
-        unanswered = group_questions(str(r[0]) for r in declined)
+        unanswered = group_questions((str(q), bytes(v) if v is not None else None)
+                                     for q, v in declined)
 
     # From the votes (few) to their answers, never the other way round.
     bad_votes = sa.select(f.c.answer_id, f.c.helpful).where(

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -26,6 +27,7 @@ BATCH = 500
 LINGER = 0.2
 RETRY_OPEN = 5.0  # seconds between attempts to open a store that is down
 RETENTION_EVERY = 3600.0  # seconds between retention sweeps
+USER_CHARS = 200  # the store's column size: a longer name must not fail the whole batch
 
 
 @dataclass(slots=True)
@@ -39,13 +41,20 @@ class Pending:
     answer: Answer
     latency_ms: float
     question: str | None
+    user: str | None = None
 
 
 def to_record(p: Pending) -> AnswerRecord:
+    """What the store keeps of a pending answer (made on the writer thread)."""
     cited = tuple(dict.fromkeys(c.doc_id for c in p.answer.citations))
     quoted = tuple((c.doc_id, c.start, c.end) for c in p.answer.citations if c.highlights)
+    vector = p.answer.query_vector
+    # Half precision: grouping compares vectors at a threshold far coarser than float16.
+    stored = (np.asarray(vector, dtype=np.float16).tobytes()
+              if p.question is not None and vector is not None else None)
     return AnswerRecord(p.id, p.at, COLLECTION, p.index_version, p.route, p.answer.answered,
-                        p.answer.confidence, p.latency_ms, cited, quoted, p.question)
+                        p.answer.confidence, p.latency_ms, cited, quoted, p.question, stored,
+                        p.user[:USER_CHARS] if p.user is not None else None)
 
 
 class Recorder:
@@ -54,11 +63,12 @@ class Recorder:
     dropped records, never a failed answer."""
 
     def __init__(self, open_store: Callable[[], Store], *, backend: str, capacity: int,
-                 retention_days: int, store_questions: bool) -> None:
+                 retention_days: int, store_questions: bool, store_users: bool = False) -> None:
         self._open_store = open_store
         self.backend = backend
         self.retention = retention_days * 86_400.0
         self.store_questions = store_questions
+        self.store_users = store_users
         self._queue: queue.Queue[Pending | None] = queue.Queue(maxsize=capacity)
         self.store: Store | None = None
         self.error: str | None = None
@@ -73,10 +83,12 @@ class Recorder:
     # ---------------------------------------------------------------- request side
 
     def record(self, route: str, index_version: str, answer: Answer, question: str,
-               latency_ms: float) -> str:
-        """Queue one answer; returns its id. Never blocks: a full queue drops the record."""
+               latency_ms: float, user: str | None = None) -> str:
+        """Queue one answer; returns its id. Never blocks: a full queue drops the record.
+        The question and the user are kept only when the settings allow it."""
         pending = Pending(os.urandom(16).hex(), time.time(), route, index_version, answer,
-                          latency_ms, question if self.store_questions else None)
+                          latency_ms, question if self.store_questions else None,
+                          user if self.store_users else None)
         try:
             self._queue.put_nowait(pending)
         except queue.Full:

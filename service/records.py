@@ -42,6 +42,8 @@ answers = sa.Table(
     sa.Column("cited", sa.Text, nullable=False),
     sa.Column("quoted", sa.Text, nullable=False),
     sa.Column("question", sa.Text, nullable=True),
+    sa.Column("question_vector", sa.LargeBinary, nullable=True),
+    sa.Column("user_name", sa.String(200), nullable=True),
 )
 answer_docs = sa.Table(
     "qa_answer_docs", metadata,
@@ -77,6 +79,9 @@ class AnswerRecord:
     cited: tuple[str, ...]  # documents of the citations, unique, in citation order
     quoted: tuple[tuple[str, int, int], ...]  # the passages the answer quotes
     question: str | None
+    # The question's vector (float16 bytes), kept only beside its text (QA_STORE_QUESTIONS).
+    question_vector: bytes | None = None
+    user: str | None = None  # the verified user, only with QA_STORE_USERS
 
 
 class StoreError(Exception):
@@ -169,7 +174,8 @@ class Store:
                  "index_version": r.index_version, "route": r.route, "answered": r.answered,
                  "confidence": r.confidence, "latency_ms": r.latency_ms,
                  "cited": orjson.dumps(r.cited).decode(),
-                 "quoted": orjson.dumps(r.quoted).decode(), "question": r.question}
+                 "quoted": orjson.dumps(r.quoted).decode(), "question": r.question,
+                 "question_vector": r.question_vector, "user_name": r.user}
                 for r in records]
         docs = [{"answer_id": r.id, "doc_id": doc, "at": r.at, "collection": r.collection,
                  "answered": r.answered} for r in records for doc in r.cited]

@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     database_url: SecretStr | None = None
     store_questions: bool = False
+    # The verified user name (Identity.user) with each answer; off: answers are anonymous.
+    store_users: bool = False
     retention_days: int = Field(default=30, ge=1, le=3650)
     record_queue: int = Field(default=10_000, ge=16)
 

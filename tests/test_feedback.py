@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from service.app import create_app
+from service.identity import Identity, current_identity
 from service.records import Store, answers, feedback
 from service.settings import Settings
 from tests.conftest import FakeEncoder, Postgres, start_service
@@ -238,6 +239,26 @@ def test_the_page_signs_in_with_a_form_never_a_url(store_settings: Settings,
         for _ in range(2):
             assert c.post("/admin/insights", data={"token": "wrong"}).status_code == 401
         assert c.post("/admin/insights", data={"token": TOKEN}).status_code == 429
+
+
+def test_the_verified_user_is_stored_only_with_store_users(store_settings: Settings,
+                                                            fake_encoder: FakeEncoder) -> None:
+    users = []
+    for store_users in (False, True):
+        settings = store_settings.model_copy(update={"store_users": store_users})
+        with _client(settings, fake_encoder) as c:
+            c.app.dependency_overrides[current_identity] = lambda: Identity(
+                "alice@example.org", frozenset({"staff"}))
+            _wait_ready(c)
+            answer_id = _ask(c, QUESTIONS[0])["answer_id"]
+            c.app.dependency_overrides.clear()
+            anonymous_id = _ask(c, QUESTIONS[1])["answer_id"]
+            _flushed(c)
+            store: Store = c.app.state.recorder.store  # type: ignore[attr-defined]
+            rows = dict(store.query(sa.select(answers.c.id, answers.c.user_name).where(
+                answers.c.id.in_([answer_id, anonymous_id]))))
+            users.append((rows[answer_id], rows[anonymous_id]))
+    assert users == [(None, None), ("alice@example.org", None)]
 
 
 def test_no_question_text_in_the_store_files_unless_asked(fake_settings: Settings,

@@ -4,38 +4,93 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
 
 from service.corpus import Document
+from service.encoder import ModelInfo, OnnxEncoder
 from service.insights import Corpus, compute, group_questions, to_csv
 from service.records import DAY, AnswerRecord, Store
 from service.settings import Settings
 
+PARAPHRASES = [
+    ["How do I renew my parking permit?", "how can I get my parking pass renewed",
+     "How do I renew my parking permit?"],
+    ["When is payday?", "What day do we get paid?"],
+]
+UNRELATED = ["How do I renew my passport?", "Where do I park my bike?",
+             "What is the wifi password?", "Can I bring my dog to the office?"]
 
-def test_near_identical_questions_are_one_group() -> None:
-    groups = group_questions([
+
+@pytest.fixture(scope="module")
+def encode(real_encoder_dir: Path, real_model: ModelInfo) -> OnnxEncoder:
+    return OnnxEncoder(real_encoder_dir, real_model, 1)
+
+
+def _with_vectors(encoder: OnnxEncoder | None,
+                  questions: Sequence[str]) -> list[tuple[str, bytes | None]]:
+    """Each question with its vector as the recorder stores it (float16), as the answer path
+    encodes it: one query at a time."""
+    if encoder is None:
+        return [(q, None) for q in questions]
+    return [(q, np.asarray(encoder.encode_queries([q])[0], np.float16).tobytes())
+            for q in questions]
+
+
+def test_paraphrases_are_one_group_by_meaning(encode: OnnxEncoder) -> None:
+    asked = [q for group in PARAPHRASES for q in group] + UNRELATED
+    groups = group_questions(_with_vectors(encode, asked))
+    assert [(g.count, g.variants) for g in groups] == [(3, 2), (2, 2), (1, 1), (1, 1), (1, 1),
+                                                        (1, 1)]
+    assert groups[0].example == "How do I renew my parking permit?"  # the most asked wording
+    assert sorted(g.example for g in groups[2:]) == sorted(UNRELATED)
+    # By their words alone the paraphrases stay apart: they share no or few stems.
+    by_words = group_questions(_with_vectors(None, asked))
+    assert len(by_words) == 8
+
+
+def test_questions_sharing_a_topic_word_are_not_merged(encode: OnnxEncoder) -> None:
+    groups = group_questions(_with_vectors(encode, [
+        "How do I renew my parking permit?", "How do I renew my passport?",
+        "Where do I park my bike?"]))
+    assert [g.count for g in groups] == [1, 1, 1]
+
+
+def test_without_vectors_equal_content_words_are_one_group() -> None:
+    groups = group_questions(_with_vectors(None, [
         "How do I renew my parking permit?", "how do i renew my parking permit",
         "How can I renew the parking permit?", "Renewing parking permits",
-        "Where is the cafeteria?", "Where's the cafeteria", "What is the wifi password?"])
+        "Where is the cafeteria?", "Where's the cafeteria", "What is the wifi password?"]))
     assert [(g.count, g.variants) for g in groups] == [(4, 4), (2, 2), (1, 1)]
     assert groups[0].example == "Renewing parking permits"  # the shortest of the most common
     assert groups[2].example == "What is the wifi password?"
 
 
-def test_questions_sharing_a_word_are_not_merged() -> None:
-    groups = group_questions(["How do I renew my parking permit?",
-                              "How do I renew my passport?", "Where do I park my bike?"])
-    assert [g.count for g in groups] == [1, 1, 1]
-
-
 def test_grouping_is_bounded_on_many_distinct_questions() -> None:
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((5000, 384)).astype(np.float16)
     started = time.perf_counter()
-    groups = group_questions(f"question number {i} about topic {i % 97}" for i in range(5000))
+    groups = group_questions((f"question number {i} about topic {i % 97}", vectors[i].tobytes())
+                             for i in range(5000))
     assert len(groups) == 10 and time.perf_counter() - started < 10
 
 
-def _record(at: float, answered: bool, latency: float, docs: tuple[str, ...]) -> AnswerRecord:
+def test_vectors_of_another_size_are_grouped_by_words_only(encode: OnnxEncoder) -> None:
+    asked = _with_vectors(encode, PARAPHRASES[1])
+    # The same paraphrase with a vector of another model (another size): not compared.
+    other = ("What day do we get paid, please?", b"\x00\x3c" * 8)
+    groups = group_questions([*asked, other])
+    assert [(g.count, g.example) for g in groups] == [(2, "When is payday?"), (1, other[0])]
+
+
+def _record(at: float, answered: bool, latency: float, docs: tuple[str, ...],
+            question: tuple[str, bytes | None] = ("", None)) -> AnswerRecord:
     return AnswerRecord(uuid.uuid4().hex, at, "default", "v1", "ask", answered, 0.5, latency,
-                        docs, tuple((d, 0, 4) for d in docs[:1]), None)
+                        docs, tuple((d, 0, 4) for d in docs[:1]), question[0] or None,
+                        question[1])
 
 
 def test_per_day_figures_and_documents(fake_settings: Settings) -> None:
@@ -62,4 +117,17 @@ def test_per_day_figures_and_documents(fake_settings: Settings) -> None:
     later = compute(store, corpus, collection="default", days=7, questions_stored=False,
                     cutoff=now - DAY / 2, now=now)
     assert later.questions == 3
+    store.close()
+
+
+def test_unanswered_questions_are_grouped_from_the_stored_vectors(
+        fake_settings: Settings, encode: OnnxEncoder) -> None:
+    store = Store.open(fake_settings)
+    now = time.time()
+    asked = _with_vectors(encode, [*PARAPHRASES[1], UNRELATED[0]])
+    store.write_answers([_record(now, False, 5.0, (), q) for q in asked])
+    report = compute(store, Corpus("v1", {}), collection="default", days=1,
+                     questions_stored=True, cutoff=0.0, now=now)
+    assert [(g.count, g.example) for g in report.unanswered] == [
+        (2, "When is payday?"), (1, UNRELATED[0])]
     store.close()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 
@@ -27,6 +29,23 @@ def test_a_record_holds_what_the_store_keeps_and_no_question() -> None:
     record = to_record(pending)
     assert record.cited == ("a.txt", "b.txt") and record.quoted == (("a.txt", 0, 10),)
     assert (record.answered, record.confidence, record.latency_ms) == (True, 0.42, 1.5)
+
+
+def test_the_question_vector_and_user_are_kept_only_when_the_settings_say_so() -> None:
+    vector = np.linspace(-1, 1, 8, dtype=np.float32)
+    answer = replace(ANSWER, query_vector=vector)
+    kept = []
+    for questions, users in ((False, False), (True, False), (True, True), (False, True)):
+        recorder = Recorder(lambda: pytest.fail("not opened"), backend="sqlite", capacity=16,
+                            retention_days=30, store_questions=questions, store_users=users)
+        recorder.record("ask", "v1", answer, "Is it red?", 1.5, "alice")
+        pending = recorder._queue.get_nowait()
+        assert pending is not None
+        record = to_record(pending)
+        kept.append((record.question, record.user, record.question_vector))
+    half = vector.astype(np.float16).tobytes()
+    assert kept == [(None, None, None), ("Is it red?", None, half),
+                    ("Is it red?", "alice", half), (None, "alice", None)]
 
 
 def test_full_queue_drops_and_counts(fake_settings: Settings) -> None:

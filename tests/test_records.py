@@ -35,7 +35,7 @@ def test_migrations_run_once_and_concurrently(store_settings: Settings) -> None:
     for t in threads:
         t.join()
     assert errors == []
-    assert {s.schema_version() for s in stores} == {"0001"}
+    assert {s.schema_version() for s in stores} == {"0002"}
     stores[0].migrate()  # at head already: nothing to do
     for s in stores:
         s.close()
