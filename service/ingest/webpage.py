@@ -29,6 +29,7 @@ BULLET = "• "
 MAX_TAGS = 20_000
 # trafilatura's output elements (its XML body) that hold other blocks, not text of their own.
 _CONTAINERS = frozenset(("div", "quote", "section", "article"))
+_INLINE = frozenset(("lb", "hi", "ref"))  # line breaks, emphasis, links: part of a block's text
 
 
 def read(data: bytes, name: str) -> Extraction:
@@ -94,8 +95,8 @@ def _blocks(out: TextBuilder, element: _Element) -> None:
             _table(out, child)
         elif tag == "code":
             out.block("".join(child.itertext()).strip("\n"))
-        elif tag in _CONTAINERS and any(isinstance(c.tag, str) and c.tag != "lb"
-                                        and c.tag != "hi" and c.tag != "ref" for c in child):
+        elif tag in _CONTAINERS and any(isinstance(c.tag, str) and c.tag not in _INLINE
+                                        for c in child):
             _blocks(out, child)
         elif tag and tag != "graphic":
             out.block(_inline(child))
