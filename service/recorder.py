@@ -49,9 +49,11 @@ def to_record(p: Pending) -> AnswerRecord:
     cited = tuple(dict.fromkeys(c.doc_id for c in p.answer.citations))
     quoted = tuple((c.doc_id, c.start, c.end) for c in p.answer.citations if c.highlights)
     vector = p.answer.query_vector
-    # Half precision: grouping compares vectors at a threshold far coarser than float16.
+    # Only a declined question's: the insights group unanswered questions by it. Half
+    # precision: grouping compares vectors at a threshold far coarser than float16.
     stored = (np.asarray(vector, dtype=np.float16).tobytes()
-              if p.question is not None and vector is not None else None)
+              if p.question is not None and vector is not None and not p.answer.answered
+              else None)
     return AnswerRecord(p.id, p.at, COLLECTION, p.index_version, p.route, p.answer.answered,
                         p.answer.confidence, p.latency_ms, cited, quoted, p.question, stored,
                         p.user[:USER_CHARS] if p.user is not None else None)

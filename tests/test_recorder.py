@@ -33,7 +33,7 @@ def test_a_record_holds_what_the_store_keeps_and_no_question() -> None:
 
 def test_the_question_vector_and_user_are_kept_only_when_the_settings_say_so() -> None:
     vector = np.linspace(-1, 1, 8, dtype=np.float32)
-    answer = replace(ANSWER, query_vector=vector)
+    answer = replace(ANSWER, query_vector=vector, answered=False)
     kept = []
     for questions, users in ((False, False), (True, False), (True, True), (False, True)):
         recorder = Recorder(lambda: pytest.fail("not opened"), backend="sqlite", capacity=16,
@@ -46,6 +46,12 @@ def test_the_question_vector_and_user_are_kept_only_when_the_settings_say_so() -
     half = vector.astype(np.float16).tobytes()
     assert kept == [(None, None, None), ("Is it red?", None, half),
                     ("Is it red?", "alice", half), (None, "alice", None)]
+    # An answered question's vector is not kept: only unanswered ones are grouped.
+    recorder = Recorder(lambda: pytest.fail("not opened"), backend="sqlite", capacity=16,
+                        retention_days=30, store_questions=True)
+    recorder.record("ask", "v1", replace(answer, answered=True), "Is it red?", 1.5)
+    pending = recorder._queue.get_nowait()
+    assert pending is not None and to_record(pending).question_vector is None
 
 
 def test_full_queue_drops_and_counts(fake_settings: Settings) -> None:
