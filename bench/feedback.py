@@ -1,6 +1,8 @@
 """Recording and insights figures: what recording adds to an answer, c=16 throughput with no
-loss, and the insights for 100,000 recorded answers. `main()` prints and returns them; run
-alone as `python bench/feedback.py` (or within `make bench`)."""
+loss, and the insights for 100,000 recorded answers on SQLite and on PostgreSQL (Debian's
+server, started on loopback in a temporary folder as the tests start it; left out with a line
+when none is installed). `main()` prints and returns them; run alone as
+`python bench/feedback.py [--insights]` (or within `make bench`)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
+from pydantic import SecretStr
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -28,7 +32,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from bench import http_load  # noqa: E402
 from bench.server import Server  # noqa: E402
 from service.answer import Answer, Citation  # noqa: E402
-from service.indexing import build_index  # noqa: E402
+from service.encoder import Encoder, describe_model  # noqa: E402
+from service.indexing import build_index, open_encoder  # noqa: E402
 from service.insights import Corpus, compute  # noqa: E402
 from service.recorder import Recorder  # noqa: E402
 from service.records import AnswerRecord, Store  # noqa: E402
@@ -106,22 +111,37 @@ def throughput(env: dict[str, str], asks: list[bytes], work: Path) -> dict[str, 
             "lost": answers - int(store.get("written", 0))}
 
 
-def seed(store: Store, count: int, days: int, documents: list[str]) -> None:
+def seed(store: Store, count: int, days: int, documents: list[str], encoder: Encoder) -> None:
+    """`count` answers, 30% declined. A declined question is one of 20 recurring gaps in one
+    of three wordings (two of them paraphrases by other words), each with the vector the
+    encoder gives it, or, one time in three, a question asked once (a random unit vector):
+    the grouping then has thousands of groups to compare with."""
     rng = random.Random(7)
+    np_rng = np.random.default_rng(7)
     now = time.time()
-    gaps = [f"How do I {verb} the {thing}?" for verb in ("renew", "reset", "return", "book")
-            for thing in ("badge", "laptop", "parking permit", "travel card", "locker")]
+    things = ("badge", "laptop", "parking permit", "travel card", "locker")
+    gaps = [(f"How do I {verb} the {thing}?", f"how do i {verb} the {thing}",
+             f"What are the steps to {verb} my {thing}?")
+            for verb in ("renew", "reset", "return", "book") for thing in things]
+    wordings = [w for gap in gaps for w in gap]
+    vectors = dict(zip(wordings, (np.asarray(v, np.float16).tobytes()
+                                  for v in encoder.encode_queries(wordings)), strict=True))
     batch: list[AnswerRecord] = []
     for i in range(count):
         answered = rng.random() > 0.3
         docs = tuple(rng.sample(documents, k=min(3, len(documents)))) if answered else ()
-        question = rng.choice(gaps) if not answered else f"question {i}"
-        if not answered and rng.random() < 0.5:
-            question = question.lower().rstrip("?")  # a near-identical wording
+        question, vector = f"question {i}", None
+        if not answered and rng.random() < 1 / 3:
+            question = f"Is there anything about case {i}?"
+            unit = np_rng.standard_normal(len(vectors[wordings[0]]) // 2)
+            vector = (unit / np.linalg.norm(unit)).astype(np.float16).tobytes()
+        elif not answered:
+            question = rng.choice(rng.choice(gaps))
+            vector = vectors[question]
         batch.append(AnswerRecord(
             uuid.uuid4().hex, now - rng.random() * days * 86_400, "default", "v1", "ask",
             answered, rng.random(), rng.lognormvariate(1.0, 0.5), docs,
-            tuple((d, 0, 100) for d in docs[:1]), question))
+            tuple((d, 0, 100) for d in docs[:1]), question, vector))
         if len(batch) == 5000:
             store.write_answers(batch)
             batch = []
@@ -132,16 +152,20 @@ def seed(store: Store, count: int, days: int, documents: list[str]) -> None:
                            else None, time.time(), since=0)
 
 
-def insights_at_scale(index_settings: Settings, work: Path, count: int = 100_000) -> dict[str, Any]:
+def insights_at_scale(index_settings: Settings, work: Path, count: int = 100_000,
+                      database_url: str | None = None) -> dict[str, Any]:
     """Seed `count` answers over 30 days, then time the insights: in-process and the page over
-    HTTP (sign-in cookie), best of 3 after one warm-up."""
-    data = work / "insights-data"
-    settings = index_settings.model_copy(update={"data_dir": data})
+    HTTP (sign-in cookie), best of 3 after one warm-up. SQLite unless `database_url`."""
+    data = work / ("insights-data" if database_url is None else "insights-data-pg")
+    settings = index_settings.model_copy(update={
+        "data_dir": data, "database_url": None if database_url is None
+        else SecretStr(database_url)})
     store = Store.open(settings)
     index = load_index(settings.index_dir)
     version = index.version
+    encoder = open_encoder(settings, describe_model(settings.model_dir), 1)
     started = time.perf_counter()
-    seed(store, count, 29, sorted(index.documents))  # all inside "the last 30 days"
+    seed(store, count, 29, sorted(index.documents), encoder)  # all inside "the last 30 days"
     seeded_s = time.perf_counter() - started
     corpus = Corpus(version, index.documents, index.chunks)
     times = []
@@ -154,9 +178,17 @@ def insights_at_scale(index_settings: Settings, work: Path, count: int = 100_000
     assert report.questions == count, report.questions
     env = {**ENV, "QA_CORPUS_DIR": str(settings.corpus_dir),
            "QA_INDEX_DIR": str(settings.index_dir), "QA_DATA_DIR": str(data),
-           "QA_ADMIN_TOKEN": TOKEN, "QA_STORE_QUESTIONS": "true"}
+           "QA_ADMIN_TOKEN": TOKEN, "QA_STORE_QUESTIONS": "true",
+           **({} if database_url is None else {"QA_DATABASE_URL": database_url})}
     page_times = []
-    with Server(env, log=work / "insights.log", extra_args=("--no-access-log",)) as server:
+    log = work / f"insights-{store.backend}.log"
+    with Server(env, log=log, extra_args=("--no-access-log",)) as server:
+        # /readyz answers before the store is open (answers do not wait for it); the page does.
+        for _ in range(600):
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/readyz") as r:
+                if json.loads(r.read())["store"]["status"] == "ok":
+                    break
+            time.sleep(0.05)
         for _ in range(4):
             request = urllib.request.Request(
                 f"http://127.0.0.1:{server.port}/admin/insights?days=30",
@@ -172,6 +204,35 @@ def insights_at_scale(index_settings: Settings, work: Path, count: int = 100_000
             "top_group": report.unanswered[0].model_dump() if report.unanswered else None}
 
 
+def insights_both(settings: Settings, work: Path) -> dict[str, Any]:
+    """The insights at scale on SQLite, and on a PostgreSQL started for the purpose."""
+    figures = {"sqlite": insights_at_scale(settings, work)}
+    try:
+        from tests.conftest import Postgres
+    except ImportError as exc:  # the dev install brings pytest; without it, say so
+        print(f"PostgreSQL insights left out: {exc}")
+        return figures
+    try:
+        server = Postgres()
+    except BaseException as exc:  # noqa: BLE001 - pytest.fail outside a test; no server
+        print(f"PostgreSQL insights left out: {exc}")
+        return figures
+    try:
+        figures["postgresql"] = insights_at_scale(settings, work,
+                                                  database_url=server.new_database())
+    finally:
+        server.stop()
+    return figures
+
+
+def print_insights(figures: dict[str, Any]) -> None:
+    for backend, ins in figures.items():
+        print(f"insights for {ins['answers']:,} recorded answers (30 days, {backend}): computed "
+              f"in {ins['compute_s']:.3f} s in-process, page over HTTP in {ins['page_s']:.3f} s "
+              f"({ins['page_bytes']:,} bytes; target <= 1 s); seeding took {ins['seed_s']} s; "
+              f"{ins['groups']} gap groups shown, the top one: {ins['top_group']}")
+
+
 def main(only_insights: bool = False) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-feedback-"))
     settings = Settings(corpus_dir=ROOT / "corpus", index_dir=work / "index",
@@ -183,8 +244,8 @@ def main(only_insights: bool = False) -> dict[str, Any]:
            "QA_INDEX_DIR": str(settings.index_dir), "QA_DATA_DIR": str(work / "data")}
     figures: dict[str, Any] = {}
     if only_insights:
-        figures["insights"] = insights_at_scale(settings, work)
-        print(figures["insights"])
+        figures["insights"] = insights_both(settings, work)
+        print_insights(figures["insights"])
         return figures
     figures["record_call_us"] = round(record_call_us(), 2)
     print(f"recording on the request path (id + enqueue, in-process): "
@@ -200,12 +261,8 @@ def main(only_insights: bool = False) -> dict[str, Any]:
           f"{c16['recording_on_rps']:.0f} req/s (medians of 3 alternating 4 s rounds); answers "
           f"given {c16['answers_given']}, records written {store.get('written')}, dropped "
           f"{store.get('dropped')}, lost {c16['lost']}")
-    figures["insights"] = insights_at_scale(settings, work)
-    ins = figures["insights"]
-    print(f"insights for {ins['answers']:,} recorded answers (30 days, SQLite): computed in "
-          f"{ins['compute_s']:.3f} s in-process, page over HTTP in {ins['page_s']:.3f} s "
-          f"({ins['page_bytes']:,} bytes; target <= 1 s); seeding took {ins['seed_s']} s; "
-          f"top gap: {ins['top_group']}")
+    figures["insights"] = insights_both(settings, work)
+    print_insights(figures["insights"])
     return figures
 
 
