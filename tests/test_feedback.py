@@ -246,12 +246,15 @@ def test_the_verified_user_is_stored_only_with_store_users(store_settings: Setti
     users = []
     for store_users in (False, True):
         settings = store_settings.model_copy(update={"store_users": store_users})
-        with _client(settings, fake_encoder) as c:
-            c.app.dependency_overrides[current_identity] = lambda: Identity(
+        app = create_app(settings.model_copy(update={"admin_token": SecretStr(TOKEN),
+                                                     "reload_interval": 0}),
+                         encoder=fake_encoder)
+        with TestClient(app) as c:
+            app.dependency_overrides[current_identity] = lambda: Identity(
                 "alice@example.org", frozenset({"staff"}))
             _wait_ready(c)
             answer_id = _ask(c, QUESTIONS[0])["answer_id"]
-            c.app.dependency_overrides.clear()
+            app.dependency_overrides.clear()
             anonymous_id = _ask(c, QUESTIONS[1])["answer_id"]
             _flushed(c)
             store: Store = c.app.state.recorder.store  # type: ignore[attr-defined]
