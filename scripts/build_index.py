@@ -18,6 +18,7 @@ from service.encoder import EncoderError  # noqa: E402
 from service.indexing import BuildError, build_index, is_stale  # noqa: E402
 from service.progress import Progress  # noqa: E402
 from service.settings import Settings  # noqa: E402
+from service.shards import embed_shard, parse_shard  # noqa: E402
 
 # Document ids listed per kind of change; a first build of a large corpus adds thousands.
 SHOWN = 10
@@ -37,6 +38,13 @@ def main(argv: list[str] | None = None) -> int:
                          help="list the published versions (checksums verified) and exit")
     actions.add_argument("--rollback", nargs="?", const="", metavar="VERSION",
                          help="serve VERSION (default: the one before the current) and exit")
+    actions.add_argument("--shard", metavar="I/N",
+                         help="embed shard I of N (0-based) into --shards-dir; publishes nothing")
+    actions.add_argument("--merge-shards", action="store_true",
+                         help="publish a version whose new embeddings come from the shards "
+                              "in --shards-dir")
+    parser.add_argument("--shards-dir", type=Path, metavar="DIR",
+                        help="folder of embedded shards (with --shard or --merge-shards)")
     args = parser.parse_args(argv)
     # Third-party libraries (the ONNX quantizer) log chattily at INFO on the root logger.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -47,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         return _list(settings.index_dir)
     if args.rollback is not None:
         return _rollback(settings.index_dir, args.rollback or None)
+    if (args.shard or args.merge_shards) and args.shards_dir is None:
+        parser.error("--shard and --merge-shards need --shards-dir")
+    if args.shard:
+        return _shard(settings, args.shard, args.shards_dir)
     if args.if_stale:
         reason = is_stale(settings)
         if reason is None:
@@ -55,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"building index: {reason}")
     try:
         report = build_index(settings, strict=args.strict, force=args.force, progress=print,
-                             tracker=_tracker())
+                             tracker=_tracker(),
+                             shards=args.shards_dir if args.merge_shards else None)
     except (CorpusError, BuildError, EncoderError, store.BuildLocked, OSError) as exc:
         # OSError: a full disk or a failed write; the staging folder is already removed.
         print(f"build failed, nothing published: {exc}", file=sys.stderr)
@@ -69,6 +82,21 @@ def main(argv: list[str] | None = None) -> int:
         if ids:
             more = f" and {len(ids) - SHOWN} more" if len(ids) > SHOWN else ""
             print(f"  {what}: {', '.join(ids[:SHOWN])}{more}")
+    return 0
+
+
+def _shard(settings: Settings, which: str, folder: Path) -> int:
+    try:
+        shard, of = parse_shard(which)
+    except ValueError as exc:
+        print(f"build failed: {exc}", file=sys.stderr)
+        return 2
+    try:
+        report = embed_shard(settings, shard, of, folder)
+    except (CorpusError, BuildError, EncoderError, OSError) as exc:
+        print(f"shard {which} failed, nothing written: {exc}", file=sys.stderr)
+        return 1
+    print(report.summary())
     return 0
 
 

@@ -137,7 +137,7 @@ def _sort_batches(texts: Sequence[str], batch_size: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def _small_batches(texts: Sequence[str], batch_size: int) -> list[list[int]]:
+def plan_batches(texts: Sequence[str], batch_size: int = 32) -> list[list[int]]:
     """Similar lengths together, at most `batch_size` texts and about BATCH_CHARS of padded
     text per batch."""
     batches: list[list[int]] = []
@@ -190,19 +190,20 @@ class OnnxEncoder:
         return pooled, tokens, encodings
 
     def _each_batch(self, texts: Sequence[str], batch_size: int,
-                    work: Callable[[Any, list[int]], None]) -> None:
-        """`work(session, batch)` over small batches of similar length, one thread a session."""
-        batches = _small_batches(texts, batch_size)
+                    work: Callable[[int, list[int]], None]) -> None:
+        """`work(session number, batch)` over small batches of similar length, one thread a
+        session."""
+        batches = plan_batches(texts, batch_size)
         if len(self._sessions) == 1 or len(batches) == 1:
             for batch in batches:
-                work(self._sessions[0], batch)
+                work(0, batch)
             return
         n = len(self._sessions)
 
         def share(k: int) -> None:
             # Interleaved shares of the length-sorted batches take about equal time.
             for batch in batches[k::n]:
-                work(self._sessions[k], batch)
+                work(k, batch)
 
         with ThreadPoolExecutor(n) as pool:
             for future in [pool.submit(share, k) for k in range(n)]:
@@ -217,11 +218,21 @@ class OnnxEncoder:
             return np.asarray(pooled, dtype=np.float32)
         vectors = np.zeros((len(texts), self.model.dimension), dtype=np.float32)
 
-        def work(session: Any, batch: list[int]) -> None:
-            vectors[batch] = self._run(session, [texts[i] for i in batch])[0]
+        def work(session: int, batch: list[int]) -> None:
+            vectors[batch] = self._run(self._sessions[session], [texts[i] for i in batch])[0]
 
         self._each_batch(texts, 32, work)
         return vectors
+
+    def encode_batch(self, texts: Sequence[str], spans: Sequence[Sequence[Span]],
+                     session: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One batch exactly as given, through one session. Activations are quantized per
+        batch, so a passage's vector depends (slightly) on its batch: whoever encodes the
+        same batch (a thread, a process, a shard on another machine) gets the same vectors."""
+        pooled, tokens, encodings = self._run(self._sessions[session], texts)
+        per_span = [_span_vectors(tokens[row], encodings[row].offsets, spans[row], pooled[row])
+                    for row in range(len(texts))]
+        return np.asarray(pooled, dtype=np.float32), per_span
 
     def encode_passages(
         self, texts: Sequence[str], spans: Sequence[Sequence[Span]], batch_size: int = 32,
@@ -230,12 +241,12 @@ class OnnxEncoder:
         vectors = np.zeros((len(texts), self.model.dimension), dtype=np.float32)
         per_span: list[np.ndarray] = [np.empty(0)] * len(texts)
 
-        def work(session: Any, batch: list[int]) -> None:
-            pooled, tokens, encodings = self._run(session, [texts[i] for i in batch])
+        def work(session: int, batch: list[int]) -> None:
+            pooled, spans_out = self.encode_batch([texts[i] for i in batch],
+                                                  [spans[i] for i in batch], session)
+            vectors[batch] = pooled
             for row, i in enumerate(batch):
-                vectors[i] = pooled[row]
-                per_span[i] = _span_vectors(tokens[row], encodings[row].offsets, spans[i],
-                                            pooled[row])
+                per_span[i] = spans_out[row]
             if done:
                 done(len(batch))
 

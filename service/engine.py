@@ -132,7 +132,26 @@ class Engine:
             self._cache.clear()
         log.info("serving index version %s (%d documents, %d chunks)", index.version,
                  len(index.documents), len(index.chunks))
+        later = store.deferred(index.manifest)
+        if later:
+            threading.Thread(target=self._check_in_full, args=(index.version, later),
+                             name="index-verify", daemon=True).start()
         return snap
+
+    def _check_in_full(self, version: str, names: list[str]) -> None:
+        """The full checksums of the version's big files, which loading checked by size and
+        samples only; a mismatch stops serving the version (not ready until another loads)."""
+        try:
+            store.verify_files(self.index_dir / "versions" / version, names)
+        except (store.IndexUnavailable, OSError) as exc:
+            with self._lock:
+                if self.served_version == version:
+                    self._snapshot, self._refused = None, version
+                    with self._cache_lock:
+                        self._cache.clear()
+            log.error("stopped serving index version %s: %s", version, exc)
+            return
+        log.info("index version %s: big files match their checksums", version)
 
     def reload_if_changed(self, *, retry: bool = False) -> bool:
         """Serve CURRENT if it names another version; True when a new version was loaded.

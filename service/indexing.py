@@ -16,7 +16,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from service import lexical, markup, store, termsets
+from service import acronyms, embedding, layout, lexical, markup, store, termsets
 from service.chunking import Chunk, split
 from service.corpus import (
     Document,
@@ -26,6 +26,7 @@ from service.corpus import (
     read_documents,
     visible_files,
 )
+from service.embedding import process_count
 from service.encoder import (
     ONNX_EXPORT,
     Encoder,
@@ -34,6 +35,7 @@ from service.encoder import (
     TorchEncoder,
     describe_model,
     export_onnx,
+    plan_batches,
 )
 from service.progress import Progress
 from service.settings import Settings
@@ -58,6 +60,10 @@ FLAT_MAX = 10_000
 # with 128 but 0.97-0.985 with 256.
 HNSW_M, HNSW_EF_CONSTRUCTION = 32, 80
 HNSW_EF_SEARCH, HNSW_EF_SEARCH_LARGE, HNSW_LARGE = 64, 256, 200_000
+
+
+# Passages embedded in this process per call to the encoder (whole batches).
+EMBED_SLICE = 8_192
 
 
 class BuildError(Exception):
@@ -190,21 +196,24 @@ def _load_previous(index_dir: Path, settings_hash: str) -> _Previous | None:
     except store.IndexUnavailable as exc:
         log.warning("not reusing %s: %s", version, exc)
         return None
-    doc_hashes = {}
-    for line in (folder / DOCUMENTS).read_text("utf-8").splitlines():
-        record = json.loads(line)
-        doc_hashes[record["id"]] = _text_hash(record["text"])
-    if manifest.get("settings_hash") != settings_hash:
-        return _Previous({}, np.empty((0, 0)), np.empty((0, 0)), np.zeros(1, np.int64), doc_hashes)
-    meta = json.loads((folder / CHUNKS).read_text("utf-8"))
-    sizes = [len(row[4]) for row in meta["chunks"]]
-    return _Previous(
-        keys={row[5]: i for i, row in enumerate(meta["chunks"])},
-        vectors=np.load(folder / VECTORS, allow_pickle=False),
-        sentence_vectors=np.load(folder / SENTENCE_VECTORS, allow_pickle=False),
-        sentence_ptr=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
-        doc_hashes=doc_hashes,
-    )
+    try:
+        documents = layout.read_documents(folder)
+        doc_hashes = {d.id: _text_hash(d.text) for d in layout.all_documents(documents)}
+        if manifest.get("settings_hash") != settings_hash:
+            return _Previous({}, np.empty((0, 0)), np.empty((0, 0)), np.zeros(1, np.int64),
+                             doc_hashes)
+        table = layout.read_chunks(folder, documents.ids)
+        return _Previous(
+            keys={key: i for i, key in enumerate(layout.keys_of(table)) if key},
+            vectors=np.load(folder / VECTORS, allow_pickle=False, mmap_mode="r"),
+            sentence_vectors=np.load(folder / SENTENCE_VECTORS, allow_pickle=False,
+                                     mmap_mode="r"),
+            sentence_ptr=np.asarray(table.sentence_ptr),
+            doc_hashes=doc_hashes,
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("not reusing %s: %s", version, exc)
+        return None
 
 
 def _text_hash(text: str) -> str:
@@ -221,9 +230,12 @@ def build_index(
     encoder: Encoder | None = None,
     progress: Callable[[str], None] = log.info,
     tracker: Progress | None = None,
+    shards: Path | None = None,
 ) -> BuildReport:
     """Build and publish a new version, or return early if nothing changed (unless `force`).
-    `progress` gets the build's messages; `tracker` counts files read and chunks embedded."""
+    `progress` gets the build's messages; `tracker` counts files read and chunks embedded.
+    With `shards`, the chunks to embed are taken from the shards embedded into that folder
+    (service.shards) instead of the model: the merge."""
     corpus_dir = corpus_dir or settings.corpus_dir
     index_dir = index_dir or settings.index_dir
     started = time.perf_counter()
@@ -253,8 +265,15 @@ def build_index(
             raise BuildError("; ".join(str(p) for p in problems))
         if kind == OnnxEncoder.kind:
             export_onnx(model, encoder_folder(index_dir, kind, model))
+        embedded = None
+        if shards is not None:
+            from service.shards import collect  # it builds on this module
+
+            def embedded(plan: Plan) -> tuple[np.ndarray, list[np.ndarray]]:
+                return collect(shards, plan, settings_hash, model.dimension)
+
         report = _build(settings, docs, problems, corpus_hash, settings_hash, model, kind,
-                        index_dir, encoder, progress, tracker)
+                        index_dir, encoder, progress, tracker, embedded)
         report.seconds = time.perf_counter() - started
         _write_build_time(index_dir, report)
         progress(report.summary())
@@ -268,12 +287,29 @@ def _write_build_time(index_dir: Path, report: BuildReport) -> None:
     path.write_text(json.dumps(asdict(report), indent=2), "utf-8")
 
 
-def _build(
-    settings: Settings, docs: list[Document], problems: Sequence[Problem], corpus_hash: str,
-    settings_hash: str, model: ModelInfo, kind: str, index_dir: Path, encoder: Encoder | None,
-    progress: Callable[[str], None], tracker: Progress | None = None,
-) -> BuildReport:
-    version = store.new_version_name()
+@dataclass
+class Plan:
+    """A build's passages and which of them need the model: what a one-shot build, each
+    embedding shard and the merge of shards all compute the same way from the same inputs."""
+
+    docs: list[Document]
+    by_id: dict[str, Document]
+    views: dict[str, str]
+    chunks: list[Chunk]
+    inputs: list[tuple[str, list[tuple[int, int]]]]
+    keys: list[str]
+    previous: _Previous | None
+    todo: list[int]  # chunks whose embeddings are not reused, in chunk order
+
+    @property
+    def fingerprint(self) -> str:
+        """Names exactly the work left: the keys to embed, in order (so the same batches)."""
+        return hashlib.sha256("\n".join(self.keys[i] for i in self.todo).encode()).hexdigest()[:32]
+
+
+def plan_build(settings: Settings, docs: list[Document], model: ModelInfo, kind: str,
+               index_dir: Path, settings_hash: str) -> Plan:
+    """Split the documents and find which chunks' embeddings the served version already has."""
     by_id = {d.id: d for d in docs}
     views = {d.id: markup.view_of(d.id, d.text) for d in docs}
     chunks = [c for d in docs for c in split(d, settings.chunk_chars, views[d.id])]
@@ -286,6 +322,22 @@ def _build(
               for c in chunks]
     keys = [_chunk_key(model, kind, text, spans) for text, spans in inputs]
     previous = _load_previous(index_dir, settings_hash)
+    todo = [i for i, key in enumerate(keys) if not (previous and key in previous.keys)]
+    return Plan(docs, by_id, views, chunks, inputs, keys, previous, todo)
+
+
+def _build(
+    settings: Settings, docs: list[Document], problems: Sequence[Problem], corpus_hash: str,
+    settings_hash: str, model: ModelInfo, kind: str, index_dir: Path, encoder: Encoder | None,
+    progress: Callable[[str], None], tracker: Progress | None = None,
+    embedded: Callable[[Plan], tuple[np.ndarray, list[np.ndarray]]] | None = None,
+) -> BuildReport:
+    """`embedded(plan)`, when given, supplies the vectors of `plan.todo` (the merge of
+    shards); otherwise they are embedded here."""
+    version = store.new_version_name()
+    plan = plan_build(settings, docs, model, kind, index_dir, settings_hash)
+    by_id, views, chunks, inputs, keys = plan.by_id, plan.views, plan.chunks, plan.inputs, plan.keys
+    previous, todo = plan.previous, plan.todo
     report = BuildReport(version, True, len(docs), len(chunks),
                          skipped=[str(p) for p in problems])
     if previous:
@@ -297,45 +349,51 @@ def _build(
         report.added = [d.id for d in docs]
 
     vectors = np.zeros((len(chunks), model.dimension), dtype=np.float32)
-    sentence_vectors: list[np.ndarray] = [np.empty(0)] * len(chunks)
-    todo = []
-    for i, key in enumerate(keys):
-        j = previous.keys.get(key) if previous else None
-        if previous is not None and j is not None:
-            vectors[i] = previous.vectors[j]
-            lo, hi = previous.sentence_ptr[j], previous.sentence_ptr[j + 1]
-            sentence_vectors[i] = previous.sentence_vectors[lo:hi].astype(np.float32)
-        else:
-            todo.append(i)
+    # Stored as float16 (as published) from the start: a million passages' sentence vectors
+    # in float32 would take several gigabytes while the build runs.
+    sentence_vectors: list[np.ndarray] = [np.empty(0, np.float16)] * len(chunks)
+    if previous is not None:
+        for i, key in enumerate(keys):
+            j = previous.keys.get(key)
+            if j is not None:
+                vectors[i] = previous.vectors[j]
+                lo, hi = previous.sentence_ptr[j], previous.sentence_ptr[j + 1]
+                sentence_vectors[i] = np.array(previous.sentence_vectors[lo:hi], np.float16)
     report.reused, report.embedded = len(chunks) - len(todo), len(todo)
+
+    def keep(rows: list[int], pooled: np.ndarray, sentences: list[np.ndarray]) -> None:
+        """Results for positions `rows` of `todo`."""
+        targets = [todo[r] for r in rows]
+        vectors[targets] = pooled
+        for i, matrix in zip(targets, sentences, strict=True):
+            sentence_vectors[i] = matrix.astype(np.float16)
+
     if todo:
         progress(f"embedding {len(todo)} chunks ({report.reused} reused)")
-        enc = encoder or open_encoder(settings, model, settings.build_threads, index_dir)
         if tracker:
             tracker.stage("embedding chunks", len(todo))
-        new_vectors, new_spans = enc.encode_passages([inputs[i][0] for i in todo],
-                                                     [inputs[i][1] for i in todo],
-                                                     done=tracker.advance if tracker else None)
-        for row, i in enumerate(todo):
-            vectors[i] = new_vectors[row]
-            sentence_vectors[i] = new_spans[row]
+        if embedded is not None:
+            new_vectors, new_spans = embedded(plan)
+            keep(list(range(len(todo))), new_vectors, new_spans)
+        else:
+            _embed(settings, model, kind, index_dir, encoder, [inputs[i][0] for i in todo],
+                   [inputs[i][1] for i in todo], keep, tracker.advance if tracker else None)
 
     staging = store.staging_dir(index_dir, version)
     try:
-        with (staging / DOCUMENTS).open("w", encoding="utf-8") as fh:
-            for d in docs:
-                record: dict[str, Any] = {"id": d.id, "title": d.title, "text": d.text,
-                                          "source": d.source}
-                if d.pages:
-                    record["pages"] = list(d.pages)
-                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-        doc_index = {d.id: i for i, d in enumerate(docs)}
-        rows = [[doc_index[c.doc_id], c.start, c.end, c.heading, [list(s) for s in c.sentences],
-                 key] for c, key in zip(chunks, keys, strict=True)]
-        (staging / CHUNKS).write_text(json.dumps({"chunks": rows}, ensure_ascii=False), "utf-8")
+        layout.write_documents(staging, docs)
+        layout.write_chunks(staging, chunks, {d.id: i for i, d in enumerate(docs)}, keys)
         np.save(staging / VECTORS, vectors, allow_pickle=False)
-        np.save(staging / SENTENCE_VECTORS,
-                np.concatenate(sentence_vectors).astype(np.float16), allow_pickle=False)
+        sizes = [len(m) for m in sentence_vectors]
+        stacked = np.lib.format.open_memmap(staging / SENTENCE_VECTORS, mode="w+",
+                                            dtype=np.float16,
+                                            shape=(sum(sizes), model.dimension))
+        at = 0
+        for matrix in sentence_vectors:
+            stacked[at : at + len(matrix)] = matrix
+            at += len(matrix)
+        stacked.flush()
+        del stacked
         dense, dense_record = dense_index(vectors, settings.build_threads)
         faiss.write_index(dense, str(staging / DENSE))
         lexical.save(lexical.build([lexical_terms(by_id[c.doc_id], c, views[c.doc_id])
@@ -343,6 +401,7 @@ def _build(
         seen = {d.id: Document(d.id, d.title, views[d.id]) for d in docs}
         termsets.save(staging, termsets.passage_words(seen, chunks),
                       termsets.sentence_terms(seen, chunks))
+        layout.write_acronyms(staging, acronyms.learn(views.values()))
         encoder_info = _encoder_record(kind, model, index_dir)
         manifest = {
             "version": version,
@@ -364,6 +423,32 @@ def _build(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return report
+
+
+def _embed(settings: Settings, model: ModelInfo, kind: str, index_dir: Path,
+           encoder: Encoder | None, texts: list[str], spans: list[list[tuple[int, int]]],
+           sink: embedding.Sink, done: Callable[[int], None] | None) -> None:
+    """Embed the passages, handing results to `sink(rows, vectors, sentence vectors)`: over
+    worker processes (QA_BUILD_PROCESSES) with the ONNX encoder when there are enough
+    passages, else in this process on QA_BUILD_THREADS. Both cut the same batches."""
+    batches = plan_batches(texts)
+    processes = process_count(settings.build_processes, len(texts))
+    if encoder is None and kind == OnnxEncoder.kind and processes > 1:
+        folder = encoder_folder(index_dir, kind, model)
+        export_onnx(model, folder)
+        embedding.encode_batches(folder, model, texts, spans, batches, processes, sink, done)
+        return
+    enc = encoder or open_encoder(settings, model, settings.build_threads, index_dir)
+    # Whole batches in the encoder's order, a slice at a time: the encoder batches each slice
+    # exactly as it would batch everything, and results leave float32 slice by slice.
+    part: list[int] = []
+    for n, batch in enumerate(batches):
+        part.extend(batch)
+        if len(part) >= EMBED_SLICE or n == len(batches) - 1:
+            pooled, sentences = enc.encode_passages([texts[i] for i in part],
+                                                    [spans[i] for i in part], done=done)
+            sink(part, pooled, sentences)
+            part = []
 
 
 def dense_index(vectors: np.ndarray, threads: int = 1,

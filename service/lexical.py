@@ -117,23 +117,31 @@ def build(passages: Sequence[Sequence[str]], k1: float = 1.2, b: float = 0.75) -
 
 
 FILES = ("lexical_vocabulary.json", "lexical_arrays.npz")
+# Separate .npy files (not the .npz versions before them had) so that loading maps them.
+ARRAYS = ("lexical_indptr.npy", "lexical_postings.npy", "lexical_weights.npy",
+          "lexical_idf.npy")
 
 
 def save(index: LexicalIndex, folder: Path) -> list[Path]:
-    vocab_path, arrays_path = folder / FILES[0], folder / FILES[1]
+    vocab_path = folder / FILES[0]
     terms_in_order = sorted(index.vocabulary, key=index.vocabulary.__getitem__)
     vocab_path.write_text(json.dumps({"size": index.size, "terms": terms_in_order}), "utf-8")
-    with arrays_path.open("wb") as fh:
-        np.savez(fh, indptr=index.indptr, postings=index.postings, weights=index.weights,
-                 idf=index.idf)
-    return [vocab_path, arrays_path]
+    paths = [folder / name for name in ARRAYS]
+    for path, array in zip(paths, (index.indptr, index.postings, index.weights, index.idf),
+                           strict=True):
+        np.save(path, array, allow_pickle=False)
+    return [vocab_path, *paths]
 
 
 def load(folder: Path) -> LexicalIndex:
     meta = json.loads((folder / FILES[0]).read_text("utf-8"))
-    with np.load(folder / FILES[1], allow_pickle=False) as arrays:
-        indptr, postings = arrays["indptr"], arrays["postings"]
-        weights, idf = arrays["weights"], arrays["idf"]
+    if (folder / ARRAYS[0]).is_file():
+        indptr, postings, weights, idf = (np.load(folder / name, allow_pickle=False,
+                                                  mmap_mode="r") for name in ARRAYS)
+    else:
+        with np.load(folder / FILES[1], allow_pickle=False) as arrays:
+            indptr, postings = arrays["indptr"], arrays["postings"]
+            weights, idf = arrays["weights"], arrays["idf"]
     vocabulary = {term: i for i, term in enumerate(meta["terms"])}
     if len(indptr) != len(vocabulary) + 1 or len(postings) != len(weights):
         raise ValueError("lexical index arrays do not match its vocabulary")

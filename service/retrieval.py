@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,18 +11,11 @@ from typing import Any
 import faiss
 import numpy as np
 
-from service import acronyms, lexical, markup, store, termsets
+from service import acronyms, layout, lexical, store, termsets
 from service.chunking import Chunk
 from service.corpus import Document
 from service.encoder import ModelInfo
-from service.indexing import (
-    CHUNKER_VERSION,
-    CHUNKS,
-    DENSE,
-    DOCUMENTS,
-    SENTENCE_VECTORS,
-    VECTORS,
-)
+from service.indexing import CHUNKER_VERSION, DENSE, SENTENCE_VECTORS, VECTORS
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +38,11 @@ class SearchIndex:
 
     version: str
     manifest: dict[str, Any]
-    documents: dict[str, Document]
+    documents: Mapping[str, Document]  # read from the version when first asked for
     # What readers see of each document (Markdown markup blanked, same offsets): what answers
     # quote. The same string as the text for formats without markup.
-    views: dict[str, str]
-    chunks: list[Chunk]
+    views: Mapping[str, str]
+    chunks: Sequence[Chunk]  # arrays; each Chunk made when asked for
     vectors: np.ndarray
     dense: Any  # faiss.Index
     sentence_vectors: np.ndarray
@@ -101,33 +94,30 @@ def load_index(index_dir: Path, version: str | None = None) -> SearchIndex:
     if version is None:
         raise store.IndexUnavailable(f"no index in {index_dir}: run `make index`")
     folder = index_dir / "versions" / version
-    manifest = store.verify(folder)
+    # Big files are checked by size and samples here, in full by the engine once serving.
+    manifest = store.verify(folder, quick=True)
     try:
-        docs = [json.loads(line) for line in (folder / DOCUMENTS).read_text("utf-8").splitlines()]
-        documents = {d["id"]: Document(d["id"], d["title"], d["text"],
-                                       tuple(d.get("pages", ())), source=d.get("source", ""))
-                     for d in docs}
-        order = [d["id"] for d in docs]
-        rows = json.loads((folder / CHUNKS).read_text("utf-8"))["chunks"]
-        chunks = [Chunk(order[r[0]], r[1], r[2], r[3], tuple((s, e) for s, e in r[4]))
-                  for r in rows]
-        # Memory-mapped, read-only: the page cache holds one copy of a version's big arrays
-        # for every worker process and replica on the machine, instead of one per process.
-        # Published versions never change, and a pruned file stays mapped until released.
+        # Documents are read one at a time when a question needs them, chunks are arrays,
+        # and every big array is memory-mapped, read-only: the page cache holds one copy of a
+        # version for every worker process and replica on the machine, and start-up does not
+        # grow with the corpus. Published versions never change, and a pruned file stays
+        # mapped until released.
+        documents = layout.read_documents(folder)
+        chunks = layout.read_chunks(folder, documents.ids)
         vectors = np.load(folder / VECTORS, allow_pickle=False, mmap_mode="r")
         sentence_vectors = np.load(folder / SENTENCE_VECTORS, allow_pickle=False,
                                    mmap_mode="r")
         dense = faiss.read_index(str(folder / DENSE), MMAP_FLAGS)
         lex = lexical.load(folder)
-        views = {d: markup.view_of(d, doc.text) for d, doc in documents.items()}
+        views = layout.Views(documents)
         words, sentence_terms = termsets.load(
-            folder, {d: Document(d, doc.title, views[d]) for d, doc in documents.items()},
-            chunks)
+            folder, {d: Document(d, doc.title, views[d]) for d, doc in documents.items()}
+            if not termsets.stored(folder) else {}, chunks)
+        learned = layout.read_acronyms(folder, views)
     except (OSError, ValueError, KeyError, IndexError, RuntimeError) as exc:
         raise store.IndexUnavailable(
             f"index {version} cannot be read ({exc}): run `make index`") from exc
-    sizes = np.array([len(c.sentences) for c in chunks], dtype=np.int64)
-    ptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    ptr = chunks.sentence_ptr
     dimension = manifest.get("model", {}).get("dimension")
     if (len(vectors) != len(chunks) or dense.ntotal != len(chunks) or lex.size != len(chunks)
             or len(sentence_vectors) != ptr[-1] or vectors.ndim != 2
@@ -138,7 +128,6 @@ def load_index(index_dir: Path, version: str | None = None) -> SearchIndex:
     if manifest.get("dense_index") == "hnsw":
         graph: Any = faiss.downcast_index(dense)
         graph.hnsw.efSearch = int(manifest["dense_params"]["efSearch"])
-    learned = acronyms.learn(views.values())
     return SearchIndex(version, manifest, documents, views, chunks, vectors, dense,
                        sentence_vectors,
                        ptr, lex, words, sentence_terms, learned)

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     chunk_chars: int = Field(default=700, ge=200, le=1200)
     max_file_bytes: int = Field(default=20_000_000, ge=1)
     build_threads: int = Field(default=2, ge=1)
+    # Worker processes that embed a build's passages (0: one per core); see service/embedding.
+    build_processes: int = Field(default=0, ge=0, le=256)
     parse_timeout: float = Field(default=60.0, gt=0)
     parse_memory_mb: int = Field(default=1024, ge=64)
     keep_versions: int = Field(default=3, ge=1)

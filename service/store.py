@@ -25,6 +25,12 @@ from typing import Any
 
 FORMAT = 1
 MANIFEST = "manifest.json"
+# Files up to this size are checked against their full sha256 before a version is served.
+# Bigger ones (a large corpus's vectors and graph: gigabytes, ~10 s of hashing each) are checked
+# by size and a digest of samples first, so the service starts in seconds, then in full in the
+# background (service.engine), which stops serving the version if one does not match.
+FULL_CHECK_BYTES = 64 << 20
+SAMPLE_BLOCKS, SAMPLE_BYTES = 256, 4096
 CURRENT = "CURRENT"
 
 
@@ -77,7 +83,10 @@ def publish(index_dir: Path, staging: Path, manifest: dict[str, Any]) -> Path:
     """Checksum and fsync every file, write the manifest, rename into place, switch CURRENT."""
     files = sorted(p for p in staging.iterdir() if p.is_file() and p.name != MANIFEST)
     manifest = {**manifest, "format": FORMAT,
-                "files": {p.name: sha256_file(p) for p in files}}
+                "files": {p.name: sha256_file(p) for p in files},
+                "sizes": {p.name: p.stat().st_size for p in files},
+                "samples": {p.name: sample_digest(p) for p in files
+                            if p.stat().st_size > FULL_CHECK_BYTES}}
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), "utf-8")
     for path in [*files, staging / MANIFEST]:
         fsync_file(path)
@@ -159,12 +168,16 @@ def read_manifest(version_dir: Path) -> dict[str, Any]:
     return manifest
 
 
-def verify(version_dir: Path) -> dict[str, Any]:
-    """The manifest, once every listed file exists with its recorded sha256."""
+def verify(version_dir: Path, *, quick: bool = False) -> dict[str, Any]:
+    """The manifest, once every listed file exists with its recorded sha256. With `quick`,
+    files over FULL_CHECK_BYTES that the manifest has a size and sample digest for are checked
+    by those only (`deferred` lists them; `verify_files` checks them in full later)."""
     manifest = read_manifest(version_dir)
     files = manifest.get("files", {})
     if not isinstance(files, dict):
         raise IndexUnavailable(f"{version_dir}/{MANIFEST} is damaged: run `make index`")
+    later = set(deferred(manifest)) if quick else set()
+    sizes, samples = manifest.get("sizes", {}), manifest.get("samples", {})
     for name, expected in files.items():
         if not is_plain_name(name):
             raise IndexUnavailable(f"{version_dir}/{MANIFEST} lists {name!r}, which is not a "
@@ -172,10 +185,44 @@ def verify(version_dir: Path) -> dict[str, Any]:
         path = version_dir / name
         if not path.is_file():
             raise IndexUnavailable(f"{path} is missing: run `make index`")
-        if sha256_file(path) != expected:
+        if name in later:
+            if path.stat().st_size != sizes[name] or sample_digest(path) != samples[name]:
+                raise IndexUnavailable(
+                    f"{path} does not match its checksum (damaged?): run `make index`")
+        elif sha256_file(path) != expected:
             raise IndexUnavailable(
                 f"{path} does not match its checksum (damaged?): run `make index`")
     return manifest
+
+
+def deferred(manifest: dict[str, Any]) -> list[str]:
+    """The files a quick verify checks by size and samples only: the big ones."""
+    sizes, samples = manifest.get("sizes"), manifest.get("samples")
+    if not isinstance(sizes, dict) or not isinstance(samples, dict):
+        return []
+    return sorted(name for name in samples if isinstance(sizes.get(name), int)
+                  and sizes[name] > FULL_CHECK_BYTES and name in manifest.get("files", {}))
+
+
+def verify_files(version_dir: Path, names: list[str]) -> None:
+    """Check these files of a version against their full sha256 (IndexUnavailable if not)."""
+    files = read_manifest(version_dir).get("files", {})
+    for name in names:
+        if not is_plain_name(name) or sha256_file(version_dir / name) != files.get(name):
+            raise IndexUnavailable(f"{version_dir / name} does not match its checksum "
+                                   "(damaged?): run `make index`")
+
+
+def sample_digest(path: Path) -> str:
+    """sha256 of the file's size and SAMPLE_BLOCKS blocks spread evenly over it, first and
+    last included: reads ~1 MiB of a file of any size."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as fh:
+        for k in range(SAMPLE_BLOCKS):
+            fh.seek((size - SAMPLE_BYTES) * k // (SAMPLE_BLOCKS - 1) if size > SAMPLE_BYTES else 0)
+            digest.update(fh.read(SAMPLE_BYTES))
+    return digest.hexdigest()
 
 
 def encoder_files(index_dir: Path, record: dict[str, Any]) -> tuple[Path, dict[str, str]]:

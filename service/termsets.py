@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +14,11 @@ from service import lexical
 from service.chunking import Chunk
 from service.corpus import Document
 
-FILES = ("term_sets.json", "term_sets.npz")
+# The vocabulary, then the arrays as separate .npy files so that loading maps them instead of
+# copying (versions before had one PACKED .npz).
+FILES = ("term_sets.json", "term_words_ptr.npy", "term_words.npy", "term_terms_ptr.npy",
+         "term_terms.npy")
+ARRAYS, PACKED = FILES[1:], "term_sets.npz"
 WORDS = re.compile(r"\w+")
 
 
@@ -47,13 +51,13 @@ def term_sets(groups: Iterable[Iterable[str]]) -> TermSets:
     return TermSets(ids, np.array(ptr, dtype=np.int64), np.array(members, dtype=np.int32))
 
 
-def passage_words(documents: dict[str, Document], chunks: Sequence[Chunk]) -> TermSets:
+def passage_words(documents: Mapping[str, Document], chunks: Sequence[Chunk]) -> TermSets:
     """Lower-cased words of each passage: what near-duplicate checks compare."""
     return term_sets(WORDS.findall(documents[c.doc_id].text[c.start : c.end].lower())
                      for c in chunks)
 
 
-def sentence_terms(documents: dict[str, Document], chunks: Sequence[Chunk]) -> TermSets:
+def sentence_terms(documents: Mapping[str, Document], chunks: Sequence[Chunk]) -> TermSets:
     """`lexical.terms` of every sentence, in chunk then sentence order."""
     return term_sets(lexical.terms(documents[c.doc_id].text[s:e])
                      for c in chunks for s, e in c.sentences)
@@ -62,22 +66,30 @@ def sentence_terms(documents: dict[str, Document], chunks: Sequence[Chunk]) -> T
 def save(folder: Path, words: TermSets, terms: TermSets) -> None:
     vocab = {"words": list(words.ids), "terms": list(terms.ids)}  # dicts keep id order
     (folder / FILES[0]).write_text(json.dumps(vocab, ensure_ascii=False), "utf-8")
-    with (folder / FILES[1]).open("wb") as fh:
-        np.savez(fh, words_ptr=words.ptr, words=words.members, terms_ptr=terms.ptr,
-                 terms=terms.members)
+    for name, array in zip(ARRAYS, (words.ptr, words.members, terms.ptr, terms.members),
+                           strict=True):
+        np.save(folder / name, array, allow_pickle=False)
 
 
-def load(folder: Path, documents: dict[str, Document],
+def stored(folder: Path) -> bool:
+    """Whether the version holds its term sets (versions from before them do not)."""
+    return (folder / FILES[0]).is_file()
+
+
+def load(folder: Path, documents: Mapping[str, Document],
          chunks: Sequence[Chunk]) -> tuple[TermSets, TermSets]:
-    """The stored sets; computed here for versions built before they were stored."""
-    if not (folder / FILES[0]).is_file():
+    """The stored sets (memory-mapped); computed here for versions built before they were
+    stored, from `documents` (only needed then)."""
+    if not stored(folder):
         return passage_words(documents, chunks), sentence_terms(documents, chunks)
     vocab = json.loads((folder / FILES[0]).read_text("utf-8"))
-    with np.load(folder / FILES[1], allow_pickle=False) as arrays:
-        words = TermSets({w: i for i, w in enumerate(vocab["words"])}, arrays["words_ptr"],
-                         arrays["words"])
-        terms = TermSets({t: i for i, t in enumerate(vocab["terms"])}, arrays["terms_ptr"],
-                         arrays["terms"])
+    if (folder / ARRAYS[0]).is_file():
+        arrays = [np.load(folder / name, allow_pickle=False, mmap_mode="r") for name in ARRAYS]
+    else:
+        with np.load(folder / PACKED, allow_pickle=False) as packed:
+            arrays = [packed[k] for k in ("words_ptr", "words", "terms_ptr", "terms")]
+    words = TermSets({w: i for i, w in enumerate(vocab["words"])}, arrays[0], arrays[1])
+    terms = TermSets({t: i for i, t in enumerate(vocab["terms"])}, arrays[2], arrays[3])
     for sets in (words, terms):
         if sets.ptr[-1] != len(sets.members) or (
                 len(sets.members) and int(sets.members.max()) >= len(sets.ids)):

@@ -18,7 +18,7 @@ from service.encoder import (
     ModelInfo,
     OnnxEncoder,
     TorchEncoder,
-    _small_batches,
+    plan_batches,
 )
 from service.settings import Settings
 from tests.conftest import ROOT
@@ -34,9 +34,9 @@ PASSAGES = [
 SPANS = [[(0, min(len(t), 30)), (min(len(t), 30), len(t))] for t in PASSAGES]
 
 
-def test_small_batches_cover_every_text_once_by_length() -> None:
+def test_planned_batches_cover_every_text_once_by_length() -> None:
     texts = ["a" * n for n in (5, 900, 40, 700, 40, 3000, 1, 300, 300, 300)]
-    batches = _small_batches(texts, 4)
+    batches = plan_batches(texts, 4)
     assert sorted(i for b in batches for i in b) == list(range(len(texts)))
     lengths = [len(texts[i]) for b in batches for i in b]
     assert lengths == sorted(lengths)

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
+import pytest
+
+from service import store
 from service.engine import Engine
-from service.indexing import build_index
+from service.indexing import VECTORS, build_index
 from service.settings import Settings
 from tests.conftest import FakeEncoder
 
@@ -46,3 +52,50 @@ def test_size_zero_turns_the_cache_off(fake_settings: Settings,
     snap = engine.snapshot
     engine.ask(snap, "Who chairs the board?", 3)
     assert engine.cached(snap, "Who chairs the board?", 3) is None
+
+
+def _small_big_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Files over 1 KiB count as big, and their samples are two 16-byte blocks (first, last):
+    # a byte flipped in the middle passes the quick check and only the full one finds it.
+    monkeypatch.setattr(store, "FULL_CHECK_BYTES", 1024)
+    monkeypatch.setattr(store, "SAMPLE_BLOCKS", 2)
+    monkeypatch.setattr(store, "SAMPLE_BYTES", 16)
+
+
+def test_big_files_are_checked_in_full_after_loading(
+        fake_settings: Settings, fake_encoder: FakeEncoder,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _small_big_files(monkeypatch)
+    (fake_settings.corpus_dir / "new.txt").write_text("A new note.", "utf-8")
+    build_index(fake_settings, encoder=fake_encoder)
+    version = store.current_version(fake_settings.index_dir)
+    folder = fake_settings.index_dir / "versions" / str(version)
+    manifest = store.read_manifest(folder)
+    assert VECTORS in store.deferred(manifest)
+    vectors = folder / VECTORS
+    data = bytearray(vectors.read_bytes())
+    data[len(data) // 2] ^= 0x04
+    vectors.write_bytes(bytes(data))
+    engine = Engine(fake_settings, fake_encoder.model, fake_encoder)
+    engine.load()  # size and samples match: served at once
+    deadline = time.monotonic() + 10
+    while engine.ready and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not engine.ready, "the full check in the background stops serving it"
+    assert not engine.reload_if_changed(), "and the refused version is not loaded again"
+
+
+def test_intact_big_files_keep_being_served(
+        fake_settings: Settings, fake_encoder: FakeEncoder,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    _small_big_files(monkeypatch)
+    (fake_settings.corpus_dir / "new.txt").write_text("A new note.", "utf-8")
+    build_index(fake_settings, encoder=fake_encoder)
+    caplog.set_level(logging.INFO, "service.engine")
+    engine = Engine(fake_settings, fake_encoder.model, fake_encoder)
+    engine.load()
+    deadline = time.monotonic() + 10
+    while "match their checksums" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "match their checksums" in caplog.text
+    assert engine.ready

@@ -227,3 +227,31 @@ def test_the_encoder_folder_must_be_a_plain_name_under_encoders(tmp_path: Path,
         store.encoder_files(tmp_path, {"folder": "encoders/ok", "files": {"../x": "0"}})
     assert store.encoder_files(tmp_path, {"folder": "encoders/ok", "files": {"m": "1"}}) == (
         tmp_path / "encoders" / "ok", {"m": "1"})
+
+
+def test_quick_verify_checks_big_files_by_size_and_samples(
+        fake_settings: Settings, fake_encoder: FakeEncoder,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store, "FULL_CHECK_BYTES", 1024)
+    monkeypatch.setattr(store, "SAMPLE_BLOCKS", 2)
+    monkeypatch.setattr(store, "SAMPLE_BYTES", 16)
+    (fake_settings.corpus_dir / "new.txt").write_text("A new note.", "utf-8")
+    build_index(fake_settings, encoder=fake_encoder)
+    folder = fake_settings.index_dir / "versions" / str(
+        store.current_version(fake_settings.index_dir))
+    big = store.deferred(store.read_manifest(folder))
+    assert "vectors.npy" in big and "manifest.json" not in big
+    path = folder / "vectors.npy"
+    original = path.read_bytes()
+    middle = bytearray(original)
+    middle[len(middle) // 2] ^= 0x01
+    path.write_bytes(bytes(middle))
+    store.verify(folder, quick=True)  # between the samples: only the full check sees it
+    with pytest.raises(store.IndexUnavailable, match="vectors.npy does not match"):
+        store.verify(folder)
+    with pytest.raises(store.IndexUnavailable, match="vectors.npy does not match"):
+        store.verify_files(folder, big)
+    for damaged in (original[:-1] + bytes([original[-1] ^ 1]), original[:-8]):
+        path.write_bytes(damaged)  # a sampled block, or the size
+        with pytest.raises(store.IndexUnavailable, match="vectors.npy does not match"):
+            store.verify(folder, quick=True)
