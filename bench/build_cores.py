@@ -10,6 +10,10 @@ folder that shares one exported encoder (the one-off export is not timed):
 
 Prints each build's wall time, its CPU time (the builder's and its children's, so how many
 cores it kept busy) and the load average, and checks the three versions hold the same vectors.
+
+`--embed-only N` measures the embedding step alone on N SciFact passages, the three ways in
+alternating rounds (for a machine shared with other work, where whole builds of one
+configuration after another would measure the neighbours' load more than the builder).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
+from service import embedding  # noqa: E402
 from service.encoder import OnnxEncoder, describe_model, export_onnx  # noqa: E402
 from service.indexing import VECTORS, build_index, encoder_folder  # noqa: E402
 from service.settings import Settings  # noqa: E402
@@ -65,11 +70,59 @@ def one_build(corpus: Path, index: Path, encoders: Path, processes: int,
             "load_average_before": round(load, 2), "version": report.version}
 
 
+def embed_only(passages: int, rounds: int) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="bench-embed-"))
+    try:
+        model = describe_model(None)
+        folder = encoder_folder(work, OnnxEncoder.kind, model)
+        export_onnx(model, folder)
+        texts: list[str] = []
+        with gzip.open(SCIFACT, "rt", encoding="utf-8") as fh:
+            for line in fh:
+                record = json.loads(line)
+                texts.append(f"{record.get('title', '')}\n{record['text']}"[:700])
+                if len(texts) == passages:
+                    break
+        spans = [[(0, len(t) // 2), (len(t) // 2, len(t))] for t in texts]
+        cores = len(os.sched_getaffinity(0))
+        times: dict[str, list[float]] = {name: [] for name, _, _ in CONFIGS}
+        results: dict[str, np.ndarray] = {}
+        for _ in range(rounds):
+            for name, processes, threads in CONFIGS:
+                cpu, started = cpu_seconds(), time.perf_counter()
+                if processes == 1:
+                    vectors, _ = OnnxEncoder(folder, model, threads).encode_passages(texts, spans)
+                else:
+                    vectors, _ = embedding.encode_all(folder, model, texts, spans, cores)
+                seconds = time.perf_counter() - started
+                times[name].append(seconds)
+                results[name] = vectors
+                print(f"  {name}: {seconds:.1f} s ({len(texts) / seconds:.1f} passages/s, "
+                      f"{(cpu_seconds() - cpu) / seconds:.2f} cores busy, load "
+                      f"{os.getloadavg()[0]:.1f})", flush=True)
+        figures: dict[str, Any] = {"passages": len(texts), "cores": cores, "rounds": rounds}
+        for name in times:
+            figures[name] = round(float(np.median(times[name])), 2)
+        base, before, after = (figures[name] for name, _, _ in CONFIGS)
+        figures["all_cores_vs_one_thread"] = round(after / base, 3)
+        figures["all_cores_vs_two_threads"] = round(after / before, 3)
+        first = results[CONFIGS[0][0]]
+        figures["same_vectors"] = all(np.array_equal(first, v) for v in results.values())
+        print(json.dumps(figures, indent=2))
+        return figures
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=1,
                         help="builds per configuration, alternating (median reported)")
+    parser.add_argument("--embed-only", type=int, metavar="N",
+                        help="time only the embedding of N passages, in alternating rounds")
     args = parser.parse_args(argv)
+    if args.embed_only:
+        return embed_only(args.embed_only, max(args.rounds, 3))
     work = Path(tempfile.mkdtemp(prefix="bench-build-"))
     try:
         corpus = work / "corpus"

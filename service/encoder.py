@@ -366,9 +366,16 @@ def export_onnx(model: ModelInfo, target: Path) -> Path:
                 "model_fingerprint": model.fingerprint, "dimension": model.dimension,
                 "max_seq_length": model.max_seq_length}
         (work / INFO_FILE).write_text(json.dumps(info, indent=2), "utf-8")
+        if (target / INFO_FILE).is_file():
+            return target  # another builder (a shard on the same volume) finished first
         if target.exists():
             shutil.rmtree(target)
-        os.replace(work, target)
+        try:
+            os.replace(work, target)
+        except OSError:
+            if (target / INFO_FILE).is_file():
+                return target  # lost the race to another builder: its export is the same
+            raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log.info("exported %s to %s", model.name, target)

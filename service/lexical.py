@@ -74,11 +74,23 @@ class LexicalIndex:
         return float(self.idf.mean()) if len(self.idf) else 1.0
 
 
+# Above this many passages, `best` looks only at the passages with a score.
+SPARSE_OVER = 200_000
+
+
 def best(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices and values of the k highest positive scores, highest first."""
     k = min(k, len(scores))
     if k <= 0:
         return np.empty(0, np.int64), np.empty(0, np.float32)
+    if len(scores) > SPARSE_OVER:
+        # On a large corpus a question's terms touch a small part of it: choose among those
+        # (partitioning a million scores took ~5 ms, finding the non-zero ones ~0.5 ms).
+        touched = np.flatnonzero(scores)
+        if k < len(touched):
+            touched = touched[np.argpartition(-scores[touched], k - 1)[:k]]
+        idx = touched[np.argsort(-scores[touched], kind="stable")]
+        return idx, scores[idx]
     # argpartition first: a full sort of every passage costs far more on large corpora.
     idx = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
     idx = idx[np.argsort(-scores[idx], kind="stable")]
@@ -136,8 +148,10 @@ def save(index: LexicalIndex, folder: Path) -> list[Path]:
 def load(folder: Path) -> LexicalIndex:
     meta = json.loads((folder / FILES[0]).read_text("utf-8"))
     if (folder / ARRAYS[0]).is_file():
-        indptr, postings, weights, idf = (np.load(folder / name, allow_pickle=False,
-                                                  mmap_mode="r") for name in ARRAYS)
+        # Mapped read-only, as plain ndarray views (np.memmap's indexing is slow Python).
+        indptr, postings, weights, idf = (
+            np.load(folder / name, allow_pickle=False, mmap_mode="r").view(np.ndarray)
+            for name in ARRAYS)
     else:
         with np.load(folder / FILES[1], allow_pickle=False) as arrays:
             indptr, postings = arrays["indptr"], arrays["postings"]

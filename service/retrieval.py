@@ -104,9 +104,8 @@ def load_index(index_dir: Path, version: str | None = None) -> SearchIndex:
         # mapped until released.
         documents = layout.read_documents(folder)
         chunks = layout.read_chunks(folder, documents.ids)
-        vectors = np.load(folder / VECTORS, allow_pickle=False, mmap_mode="r")
-        sentence_vectors = np.load(folder / SENTENCE_VECTORS, allow_pickle=False,
-                                   mmap_mode="r")
+        vectors = layout.mapped(folder / VECTORS)
+        sentence_vectors = layout.mapped(folder / SENTENCE_VECTORS)
         dense = faiss.read_index(str(folder / DENSE), MMAP_FLAGS)
         lex = lexical.load(folder)
         views = layout.Views(documents)

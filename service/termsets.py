@@ -84,7 +84,9 @@ def load(folder: Path, documents: Mapping[str, Document],
         return passage_words(documents, chunks), sentence_terms(documents, chunks)
     vocab = json.loads((folder / FILES[0]).read_text("utf-8"))
     if (folder / ARRAYS[0]).is_file():
-        arrays = [np.load(folder / name, allow_pickle=False, mmap_mode="r") for name in ARRAYS]
+        # Mapped read-only, as plain ndarray views (np.memmap's indexing is slow Python).
+        arrays = [np.load(folder / name, allow_pickle=False, mmap_mode="r").view(np.ndarray)
+                  for name in ARRAYS]
     else:
         with np.load(folder / PACKED, allow_pickle=False) as packed:
             arrays = [packed[k] for k in ("words_ptr", "words", "terms_ptr", "terms")]

@@ -12,6 +12,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from service.settings import Settings
+from service.shards import parse_shard
 from tests.conftest import ROOT
 
 DEPLOY = ROOT / "deploy" / "kubernetes"
@@ -177,3 +178,22 @@ def test_builds_run_the_builder_cli() -> None:
         assert (ROOT / build["command"][1]).is_file()
     cron = only("CronJob")
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+
+
+def test_sharded_embedding_is_an_indexed_job_and_a_merge_over_one_folder() -> None:
+    shards = only("Job", "cited-qa-embed-shards")
+    spec = shards["spec"]
+    assert spec["completionMode"] == "Indexed"
+    command = spec["template"]["spec"]["containers"][0]["command"]
+    of = int(command[command.index("--shard") + 1].split("/")[1])
+    assert spec["completions"] == spec["parallelism"] == of
+    for shard in range(of):  # what each pod's $(SHARD)/N becomes is a shard the CLI accepts
+        assert parse_shard(command[command.index("--shard") + 1].replace(
+            "$(SHARD)", str(shard))) == (shard, of)
+    env = {e["name"]: e for e in spec["template"]["spec"]["containers"][0]["env"]}
+    assert "job-completion-index" in env["SHARD"]["valueFrom"]["fieldRef"]["fieldPath"]
+    merge = only("Job", "cited-qa-merge-shards")["spec"]["template"]["spec"]["containers"][0]
+    assert "--merge-shards" in merge["command"]
+    folder = command[command.index("--shards-dir") + 1]
+    assert merge["command"][merge["command"].index("--shards-dir") + 1] == folder
+    assert folder.startswith("/data/")  # on the shared volume

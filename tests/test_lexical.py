@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from service import lexical
 
@@ -49,3 +50,18 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     loaded = lexical.load(tmp_path)
     assert loaded.vocabulary == index.vocabulary and loaded.size == 2
     assert np.allclose(loaded.scores(["gamma", "beta"]), index.scores(["gamma", "beta"]))
+
+
+def test_best_on_a_large_corpus_looks_only_at_scored_passages(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(3)
+    scores = np.zeros(5_000, dtype=np.float32)
+    scores[rng.choice(5_000, 300, replace=False)] = rng.random(300).astype(np.float32) + 0.01
+    dense_ids, dense_values = lexical.best(scores, 50)
+    monkeypatch.setattr(lexical, "SPARSE_OVER", 0)
+    sparse_ids, sparse_values = lexical.best(scores, 50)
+    assert sparse_ids.tolist() == dense_ids.tolist()
+    assert np.array_equal(sparse_values, dense_values)
+    few = np.zeros(5_000, dtype=np.float32)
+    few[[7, 9]] = [0.5, 0.9]
+    assert lexical.best(few, 50)[0].tolist() == [9, 7]  # fewer scored than asked
