@@ -22,6 +22,7 @@ too, into the same structures.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import mmap
 import threading
@@ -105,7 +106,10 @@ def write_chunks(folder: Path, chunks: Sequence[Chunk], doc_rows: Mapping[str, i
 
 
 def write_acronyms(folder: Path, learned: acronyms.Acronyms) -> None:
-    (folder / ACRONYMS).write_text(json.dumps(learned.expansions, ensure_ascii=False), "utf-8")
+    # Every field of the dataclass as it is (plain dicts and lists), so loading restores it
+    # whole; one it does not find is learned again from the documents.
+    (folder / ACRONYMS).write_text(json.dumps(dataclasses.asdict(learned), ensure_ascii=False),
+                                   "utf-8")
 
 
 # ------------------------------------------------------------------ reading
@@ -288,13 +292,14 @@ def _from_rows(rows: list[list[Any]], doc_ids: list[str]) -> ChunkTable:
 
 
 def read_acronyms(folder: Path, views: Mapping[str, str]) -> acronyms.Acronyms:
-    """The stored abbreviations, or (versions before they were stored) learned now."""
-    if not (folder / ACRONYMS).is_file():
-        return acronyms.learn(views.values())
-    expansions = json.loads((folder / ACRONYMS).read_text("utf-8"))
-    if not isinstance(expansions, dict):
-        raise ValueError(f"{ACRONYMS} is not an object")
-    return acronyms.Acronyms({str(k): [str(t) for t in v] for k, v in expansions.items()})
+    """The stored abbreviations, or (versions before they were stored, or stored with other
+    fields) learned now."""
+    fields = {f.name for f in dataclasses.fields(acronyms.Acronyms)}
+    if (folder / ACRONYMS).is_file():
+        stored = json.loads((folder / ACRONYMS).read_text("utf-8"))
+        if isinstance(stored, dict) and set(stored) == fields:
+            return acronyms.Acronyms(**stored)
+    return acronyms.learn(views.values())
 
 
 def keys_of(table: ChunkTable) -> list[str]:
