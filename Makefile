@@ -36,13 +36,14 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.runtime
 install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
 
+# --all: every collection of QA_COLLECTIONS_FILE, or QA_CORPUS_DIR into QA_INDEX_DIR without it.
 index: install
-	$(BIN)/python scripts/build_index.py
+	$(BIN)/python scripts/build_index.py --all
 
 # WORKERS=N (or QA_WORKERS) runs N uvicorn worker processes; scripts/serve.py passes the rest
 # of the line to uvicorn.
 serve: install
-	$(BIN)/python scripts/build_index.py --if-stale
+	$(BIN)/python scripts/build_index.py --all --if-stale
 	$(if $(WORKERS),QA_WORKERS=$(WORKERS) )exec $(BIN)/python scripts/serve.py --host $(HOST) --port $(PORT) --log-config service/log_config.json --no-proxy-headers $(UVICORN_LIMITS)
 
 lint: install-dev

@@ -1,5 +1,6 @@
 """Build (or rebuild) the index from a corpus folder, list its versions, or roll back: a thin
-CLI over service.indexing and service.store."""
+CLI over service.indexing and service.store. With QA_COLLECTIONS_FILE, `--collection NAME`
+acts on one collection and `--all` builds each in turn."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from service import store  # noqa: E402
+from service.catalog import CatalogError, read_catalog  # noqa: E402
 from service.corpus import CorpusError  # noqa: E402
 from service.encoder import EncoderError  # noqa: E402
 from service.indexing import BuildError, build_index, is_stale  # noqa: E402
@@ -28,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--corpus", type=Path, help="corpus folder (default: QA_CORPUS_DIR)")
     parser.add_argument("--index", type=Path, help="index folder (default: QA_INDEX_DIR)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--collection", metavar="NAME",
+                       help="act on this collection of QA_COLLECTIONS_FILE")
+    which.add_argument("--all", action="store_true",
+                       help="build every collection of QA_COLLECTIONS_FILE (or the one "
+                            "default without it); one failed build leaves the others")
     parser.add_argument("--if-stale", action="store_true",
                         help="do nothing when the index matches the corpus and settings")
     parser.add_argument("--force", action="store_true", help="publish a new version regardless")
@@ -51,6 +59,38 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("service").setLevel(logging.INFO)
     overrides = {k: v for k, v in (("corpus_dir", args.corpus), ("index_dir", args.index)) if v}
     settings = Settings(**overrides)
+    if args.collection is not None or args.all:
+        if overrides:
+            parser.error("--corpus and --index name one folder; with --collection or --all "
+                         "the collections file names them")
+        try:
+            collections = read_catalog(settings)
+        except CatalogError as exc:
+            print(f"cannot read the collections: {exc}", file=sys.stderr)
+            return 2
+        if args.all:
+            if args.list or args.rollback is not None:
+                parser.error("--list and --rollback take one --collection")
+            named = settings.collections_file is not None
+            failed = [c.name for c in collections
+                      if _run(args, c.settings(settings), c.name if named else None) != 0]
+            if failed:
+                print(f"failed: {', '.join(failed)} (the others were built; each failed "
+                      "collection keeps serving its current version)", file=sys.stderr)
+            return 1 if failed else 0
+        found = [c for c in collections if c.name == args.collection]
+        if not found:
+            print(f"no collection {args.collection!r}; declared: "
+                  f"{', '.join(c.name for c in collections)}", file=sys.stderr)
+            return 2
+        settings = found[0].settings(settings)
+    return _run(args, settings)
+
+
+def _run(args: argparse.Namespace, settings: Settings, name: str | None = None) -> int:
+    """One index folder: list, roll back or build, as the arguments say."""
+    if name is not None:
+        print(f"collection {name}: {settings.corpus_dir} -> {settings.index_dir}")
     if args.list:
         return _list(settings.index_dir)
     if args.rollback is not None:

@@ -6,7 +6,7 @@ import hmac
 import logging
 import threading
 from dataclasses import asdict, dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
 from pydantic import BaseModel, Field, ValidationError
@@ -15,10 +15,12 @@ from starlette.datastructures import UploadFile
 from starlette.types import Scope
 
 from service import sources, store
+from service.catalog import DEFAULT
 from service.encoder import Encoder
 from service.engine import Engine
 from service.indexing import parse_limits
 from service.jobs import KEEP_JOBS, BuildBusy, BuildJob, BuildJobs
+from service.library import Library, Shelf
 from service.ratelimit import retry_after_header
 from service.settings import Settings
 from service.sharedlimits import limiter
@@ -52,13 +54,31 @@ class ReloadOut(BaseModel):
     reloaded: bool
 
 
+@dataclass(frozen=True)
+class Desk:
+    """One collection as its admin routes see it: its folders, engine, corpus write lock and
+    build jobs."""
+
+    shelf: Shelf
+    jobs: BuildJobs
+    write_lock: threading.Lock
+
+    @property
+    def settings(self) -> Settings:
+        return self.shelf.settings
+
+    @property
+    def engine(self) -> Engine:
+        return self.shelf.engine
+
+
 @dataclass
 class Admin:
-    """What the admin routes share: the token, the failed-login limiter, the corpus write
-    lock and the build jobs."""
+    """What the admin routes share: the token, the failed-login limiter, and each
+    collection's desk."""
 
     settings: Settings
-    engine: Engine
+    library: Library
     encoder: Encoder | None = None
 
     def __post_init__(self) -> None:
@@ -68,8 +88,16 @@ class Admin:
         url = self.settings.redis_url
         self.failures = limiter(url.get_secret_value() if url else None,
                                 self.settings.admin_rate_limit, "admin-failures")
-        self.write_lock = threading.Lock()
-        self.jobs = BuildJobs(self.settings, self.engine, self.encoder)
+        self.desks = {shelf.name: Desk(shelf, BuildJobs(shelf.settings, shelf.engine,
+                                                        self.encoder), threading.Lock())
+                      for shelf in self.library}
+
+    def desk(self, name: str) -> Desk:
+        """The collection's desk; 404 for a name not declared (admins may see every name)."""
+        found = self.desks.get(name)
+        if found is None:
+            raise HTTPException(404, f"no collection {name!r}")
+        return found
 
     def check_token(self, presented: str) -> bool:
         return hmac.compare_digest(presented.encode("utf-8", "replace"), self.token)
@@ -90,6 +118,18 @@ def get_admin(request: Request) -> Admin:
 
 
 AdminDep = Annotated[Admin, Depends(get_admin)]
+
+
+def get_desk(name: str, admin: AdminDep) -> Desk:
+    return admin.desk(name)
+
+
+def get_default_desk(admin: AdminDep) -> Desk:
+    return admin.desk(DEFAULT)
+
+
+DeskDep = Annotated[Desk, Depends(get_desk)]
+DefaultDeskDep = Annotated[Desk, Depends(get_default_desk)]
 
 
 def require_admin(request: Request, admin: AdminDep,
@@ -141,18 +181,13 @@ async def _upload(request: Request) -> bytes:
     raise HTTPException(415, 'send JSON {"text": "..."} or a multipart form with a "file" field')
 
 
-@router.put("/documents/{doc_id:path}", response_model=StoredOut, openapi_extra=_UPLOAD_BODY,
-            responses={201: {"model": StoredOut, "description": "Created."}})
-async def put_document(doc_id: str, request: Request, response: Response,
-                       admin: AdminDep) -> StoredOut:
-    """Add or replace a corpus file (validated like a build reads it); then start a build."""
+async def _put(doc_id: str, request: Request, response: Response, desk: Desk) -> StoredOut:
     data = await _upload(request)
 
     def store_file() -> sources.Stored:
-        with admin.write_lock:
-            return sources.put_source(admin.settings.corpus_dir, doc_id, data,
-                                      admin.settings.max_file_bytes,
-                                      parse_limits(admin.settings))
+        with desk.write_lock:
+            return sources.put_source(desk.settings.corpus_dir, doc_id, data,
+                                      desk.settings.max_file_bytes, parse_limits(desk.settings))
 
     try:
         stored = await run_in_threadpool(store_file)
@@ -164,12 +199,10 @@ async def put_document(doc_id: str, request: Request, response: Response,
     return StoredOut(**asdict(stored))
 
 
-@router.delete("/documents/{doc_id:path}", response_model=DeletedOut)
-def delete_document(doc_id: str, admin: AdminDep) -> DeletedOut:
-    """Delete a corpus file; the next build drops its documents."""
+def _delete(doc_id: str, desk: Desk) -> DeletedOut:
     try:
-        with admin.write_lock:
-            sources.delete_source(admin.settings.corpus_dir, doc_id)
+        with desk.write_lock:
+            sources.delete_source(desk.settings.corpus_dir, doc_id)
     except sources.InvalidSource as exc:
         raise HTTPException(422, str(exc)) from exc
     except sources.SourceNotFound as exc:
@@ -177,34 +210,102 @@ def delete_document(doc_id: str, admin: AdminDep) -> DeletedOut:
     return DeletedOut(doc_id=doc_id)
 
 
-@router.post("/builds", response_model=BuildJob, status_code=202,
-             responses={409: {"description": "A build is already running."}})
-def start_build(response: Response, admin: AdminDep, body: BuildRequest | None = None) -> BuildJob:
-    """Start an incremental build in the background; read its status at the Location URL."""
+def _build(response: Response, desk: Desk, body: BuildRequest | None, location: str) -> BuildJob:
     options = body or BuildRequest()
     try:
-        job = admin.jobs.start(options.force, options.strict)
+        job = desk.jobs.start(options.force, options.strict)
     except BuildBusy as exc:
         raise HTTPException(409, str(exc)) from exc
-    response.headers["Location"] = f"{router.prefix}/builds/{job.id}"
+    response.headers["Location"] = f"{location}/{job.id}"
     return job
 
 
-@router.get("/builds/{job_id}", response_model=BuildJob)
-def build_status(job_id: str, admin: AdminDep) -> BuildJob:
-    """A build job: queued, running, succeeded (with its report) or failed (with the reason)."""
-    job = admin.jobs.get(job_id)
+def _status(job_id: str, desk: Desk) -> BuildJob:
+    job = desk.jobs.get(job_id)
     if job is None:
         raise HTTPException(404, f"no build {job_id!r} (only the last {KEEP_JOBS} are kept)")
     return job
 
 
-@router.post("/reload", response_model=ReloadOut,
-             responses={409: {"description": "The published version was refused."}})
-def reload(admin: AdminDep) -> ReloadOut:
-    """Serve the published version now (the service also polls for it on its own)."""
+def _reload(desk: Desk) -> ReloadOut:
     try:
-        reloaded = admin.engine.reload_if_changed(retry=True)
+        reloaded = desk.engine.reload_if_changed(retry=True)
     except store.IndexUnavailable as exc:
-        raise HTTPException(409, f"{exc} (still serving {admin.engine.served_version})") from exc
-    return ReloadOut(index_version=admin.engine.served_version, reloaded=reloaded)
+        raise HTTPException(409, f"{exc} (still serving {desk.engine.served_version})") from exc
+    return ReloadOut(index_version=desk.engine.served_version, reloaded=reloaded)
+
+
+_BUSY: dict[int | str, dict[str, Any]] = {409: {"description": "A build is already running."}}
+_REFUSED: dict[int | str, dict[str, Any]] = {
+    409: {"description": "The published version was refused."}}
+_COLLECTION = "/collections/{name}"
+
+
+@router.put("/documents/{doc_id:path}", response_model=StoredOut, openapi_extra=_UPLOAD_BODY,
+            responses={201: {"model": StoredOut, "description": "Created."}})
+async def put_document(doc_id: str, request: Request, response: Response,
+                       desk: DefaultDeskDep) -> StoredOut:
+    """Add or replace a corpus file of `default` (validated like a build reads it); then
+    start a build."""
+    return await _put(doc_id, request, response, desk)
+
+
+@router.delete("/documents/{doc_id:path}", response_model=DeletedOut)
+def delete_document(doc_id: str, desk: DefaultDeskDep) -> DeletedOut:
+    """Delete a corpus file of `default`; the next build drops its documents."""
+    return _delete(doc_id, desk)
+
+
+@router.post("/builds", response_model=BuildJob, status_code=202, responses=_BUSY)
+def start_build(response: Response, desk: DefaultDeskDep,
+                body: BuildRequest | None = None) -> BuildJob:
+    """Start an incremental build of `default` in the background; read its status at the
+    Location URL."""
+    return _build(response, desk, body, f"{router.prefix}/builds")
+
+
+@router.get("/builds/{job_id}", response_model=BuildJob)
+def build_status(job_id: str, desk: DefaultDeskDep) -> BuildJob:
+    """A build job: queued, running, succeeded (with its report) or failed (with the reason)."""
+    return _status(job_id, desk)
+
+
+@router.post("/reload", response_model=ReloadOut, responses=_REFUSED)
+def reload(desk: DefaultDeskDep) -> ReloadOut:
+    """Serve the published version of `default` now (the service also polls for it)."""
+    return _reload(desk)
+
+
+@router.put(_COLLECTION + "/documents/{doc_id:path}", response_model=StoredOut,
+            openapi_extra=_UPLOAD_BODY,
+            responses={201: {"model": StoredOut, "description": "Created."}})
+async def put_collection_document(doc_id: str, request: Request, response: Response,
+                                  desk: DeskDep) -> StoredOut:
+    """Add or replace a corpus file of this collection; then start a build."""
+    return await _put(doc_id, request, response, desk)
+
+
+@router.delete(_COLLECTION + "/documents/{doc_id:path}", response_model=DeletedOut)
+def delete_collection_document(doc_id: str, desk: DeskDep) -> DeletedOut:
+    """Delete a corpus file of this collection; its next build drops its documents."""
+    return _delete(doc_id, desk)
+
+
+@router.post(_COLLECTION + "/builds", response_model=BuildJob, status_code=202,
+             responses=_BUSY)
+def start_collection_build(name: str, response: Response, desk: DeskDep,
+                           body: BuildRequest | None = None) -> BuildJob:
+    """Start an incremental build of this collection in the background."""
+    return _build(response, desk, body, f"{router.prefix}/collections/{name}/builds")
+
+
+@router.get(_COLLECTION + "/builds/{job_id}", response_model=BuildJob)
+def collection_build_status(job_id: str, desk: DeskDep) -> BuildJob:
+    """A build job of this collection."""
+    return _status(job_id, desk)
+
+
+@router.post(_COLLECTION + "/reload", response_model=ReloadOut, responses=_REFUSED)
+def reload_collection(desk: DeskDep) -> ReloadOut:
+    """Serve this collection's published version now."""
+    return _reload(desk)

@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from service import feedback, records, store
@@ -17,8 +16,11 @@ from service.admin import Admin
 from service.admin import router as admin_router
 from service.api import router
 from service.auth import AuthConfigError, AuthMiddleware, RefusalMiddleware, authenticator
+from service.catalog import CatalogError, read_catalog
+from service.cors import CollectionCORSMiddleware
 from service.encoder import Encoder, describe_model
-from service.engine import Engine, ReloadWatcher
+from service.engine import ReloadWatcher
+from service.library import Library
 from service.limits import REFUSALS, AnswerLimitMiddleware, BodyLimitMiddleware, Capacity
 from service.observability import (
     Metrics,
@@ -41,20 +43,31 @@ class StartupError(Exception):
     """The service cannot start; the message says what to run."""
 
 
-def check_startup(settings: Settings, encoder: Encoder | None = None) -> None:
-    """Fail at boot, with the fix in the message, when there is nothing usable to serve."""
+def check_startup(settings: Settings, encoder: Encoder | None = None,
+                  collection: str | None = None) -> None:
+    """Fail at boot, with the fix in the message, when there is nothing usable to serve.
+    `collection` names the collection these settings serve, when a collections file is used."""
     index_dir, corpus_dir = settings.index_dir, settings.corpus_dir
+    where, run = "", "`make index` (or `make serve`)"
+    if collection is not None:
+        where = f"collection {collection!r}: "
+        run = f"`python scripts/build_index.py --collection {collection}` (or `make serve`)"
     version = store.current_version(index_dir)
     if version is None:
         if not corpus_dir.is_dir() or not any(corpus_dir.iterdir()):
             raise StartupError(
-                f"no index in {index_dir}/ and no documents in {corpus_dir}/: put .txt, .md, "
-                f".html or .jsonl files in {corpus_dir}/ and run `make index` (or `make serve`)")
-        raise StartupError(f"no index in {index_dir}/: run `make index` (or `make serve`)")
+                f"{where}no index in {index_dir}/ and no documents in {corpus_dir}/: put .txt, "
+                f".md, .html or .jsonl files in {corpus_dir}/ and run {run}")
+        raise StartupError(f"{where}no index in {index_dir}/: run {run}")
     manifest = store.read_manifest(index_dir / "versions" / version)
     model = encoder.model if encoder else describe_model(settings.model_dir)
-    check_compatible(manifest, model, encoder.kind if encoder else settings.encoder,
-                     settings.chunk_chars)
+    try:
+        check_compatible(manifest, model, encoder.kind if encoder else settings.encoder,
+                         settings.chunk_chars)
+    except store.IndexUnavailable as exc:
+        if collection is None:
+            raise
+        raise store.IndexUnavailable(f"{where}{exc}") from exc
 
 
 def load_settings() -> Settings:
@@ -85,11 +98,21 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
     settings = settings or load_settings()
     logging.getLogger("service").setLevel(settings.log_level)
     try:
-        check_startup(settings, encoder)
+        collections = read_catalog(settings)
+    except CatalogError as exc:
+        raise StartupError(str(exc)) from None
+    named = settings.collections_file is not None
+    try:
+        for collection in collections:
+            check_startup(collection.settings(settings), encoder,
+                          collection.name if named else None)
     except store.IndexUnavailable as exc:
         raise StartupError(str(exc)) from exc
-    engine = Engine(settings, encoder.model if encoder else describe_model(settings.model_dir),
-                    encoder)
+    library = Library(settings, collections,
+                      encoder.model if encoder else describe_model(settings.model_dir), encoder)
+    # The routes that predate collections, the metrics' index figures and the insights page
+    # use this one: `default`, or the first collection declared.
+    engine = library.primary.engine
     recorder = None
     if settings.recording:
         url = records.database_url(settings)
@@ -102,17 +125,19 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine.load()
+        for shelf in library:
+            shelf.engine.load()
         if recorder is not None:
             recorder.start()
-        watcher = None
-        if settings.reload_interval > 0:
-            watcher = ReloadWatcher(engine, settings.reload_interval)
+        # One watcher per collection: a slow or refused version of one never delays another.
+        watchers = [ReloadWatcher(shelf.engine, settings.reload_interval, shelf.name)
+                    for shelf in library] if settings.reload_interval > 0 else []
+        for watcher in watchers:
             watcher.start()
         try:
             yield
         finally:
-            if watcher is not None:
+            for watcher in watchers:
                 watcher.stop()
             if recorder is not None:
                 # Off the event loop: the writer may still be committing its last batch.
@@ -134,13 +159,14 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
         redirect_slashes=False,
     )
     app.state.engine = engine
+    app.state.library = library
     app.state.settings = settings
     app.state.recorder = recorder
     app.include_router(router)
     app.include_router(feedback.router)
     app.include_router(web_router)
     if settings.admin_token is not None:
-        app.state.admin = Admin(settings, engine, encoder)
+        app.state.admin = Admin(settings, library, encoder)
         app.include_router(admin_router)
         app.include_router(feedback.api)
         app.include_router(feedback.pages)
@@ -154,7 +180,7 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
         auth = authenticator(settings, identity)
     except AuthConfigError as exc:
         raise StartupError(str(exc)) from None
-    app.state.metrics = Metrics(engine, capacity, shared_dir=shared)
+    app.state.metrics = Metrics(engine, capacity, shared_dir=shared, library=library)
     if recorder is not None:
         app.state.metrics.registry.register(RecorderCollector(recorder))
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
@@ -167,7 +193,9 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
     # the small limit before a byte is read.
     admin: Admin | None = getattr(app.state, "admin", None)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes,
-                       overrides={"/api/admin/documents/": settings.max_file_bytes + 65_536}
+                       overrides=dict.fromkeys(("/api/admin/documents/",
+                                                "/api/admin/collections/"),
+                                               settings.max_file_bytes + 65_536)
                        if admin else None,
                        trusted=admin.carries_token if admin else None,
                        timeout=settings.body_timeout)
@@ -178,7 +206,9 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
     if settings.rate_limit:
         requests = limiter(redis_url, settings.rate_limit, "requests")
         app.state.limiters.append(requests)
-        app.add_middleware(RateLimitMiddleware, limiter=requests, identity=identity)
+        # With several collections a client's allowance is counted per collection.
+        app.add_middleware(RateLimitMiddleware, limiter=requests, identity=identity,
+                           collection=library.named_in if named else None)
     if auth is not None:
         # Identities are decided outside the rate limiter, which then counts per verified
         # user; refusals are sent inside it (bad tokens use up the address's allowance) and
@@ -187,18 +217,10 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
     redis_limited = [lim for lim in app.state.limiters if isinstance(lim, SharedLimiter)]
     if redis_limited:
         app.state.metrics.registry.register(LimiterCollector(redis_limited))
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.allowed_origins,
-        allow_methods=["GET", "POST"],
-        # A page passes its user's token in Authorization (not CORS-safelisted).
-        allow_headers=["Content-Type", "Authorization"] if auth and auth.verifier
-        else ["Content-Type"],
-        # Not CORS-safelisted: without this a widget on another origin cannot read the wait.
-        expose_headers=["Retry-After", "WWW-Authenticate"],
-        allow_credentials=False,
-        max_age=600,
-    )
+    # QA_ALLOWED_ORIGINS on every route, and each collection's allowed_origins on its own.
+    app.add_middleware(CollectionCORSMiddleware,
+                       origins_for=lambda path: library.origins_for(path,
+                                                                    settings.allowed_origins))
     app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics,
                        routes=app.router.routes, client=identity.address,
                        log_questions=settings.log_questions, max_body=settings.max_body_bytes)

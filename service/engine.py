@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -55,13 +56,35 @@ class Snapshot:
         return replace(answer, query_vector=query_vector)
 
 
+class EncoderCache:
+    """Encoders loaded once and shared by every engine whose index uses the same exported
+    files (by checksum): each collection's index folder has its own copy of the export, but a
+    process needs the model in memory only once."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple[str, ...], Encoder] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, ...], load: Callable[[], Encoder]) -> Encoder:
+        with self._lock:
+            found = self._loaded.get(key)
+            if found is None:
+                found = self._loaded[key] = load()
+            return found
+
+    def __len__(self) -> int:
+        return len(self._loaded)
+
+
 class Engine:
     """Loads versions, hands out snapshots, caches answers per version."""
 
-    def __init__(self, settings: Settings, model: ModelInfo, encoder: Encoder | None = None):
+    def __init__(self, settings: Settings, model: ModelInfo, encoder: Encoder | None = None,
+                 encoders: EncoderCache | None = None):
         self.settings = settings
         self.model = model
         self._fixed_encoder = encoder
+        self._encoders = encoders or EncoderCache()
         self._snapshot: Snapshot | None = None
         self._lock = threading.Lock()  # one load at a time; readers never take it
         self._refused: str | None = None
@@ -107,11 +130,14 @@ class Engine:
                     raise store.IndexUnavailable(
                         f"encoder file {path} is missing or damaged: run `make index`")
             try:
-                return OnnxEncoder(folder, self.model, threads=1)
+                return self._encoders.get(
+                    (str(kind), *sorted(f"{n}={d}" for n, d in files.items())),
+                    lambda: OnnxEncoder(folder, self.model, threads=1))
             except EncoderError as exc:
                 raise store.IndexUnavailable(str(exc)) from exc
         if kind == TorchEncoder.kind:
-            return TorchEncoder(self.model, threads=1)
+            return self._encoders.get((str(kind), self.model.fingerprint),
+                                      lambda: TorchEncoder(self.model, threads=1))
         raise store.IndexUnavailable(f"index uses unknown encoder {kind!r}: run `make index`")
 
     def load(self, version: str | None = None) -> Snapshot:
@@ -212,16 +238,19 @@ class ReloadWatcher:
     newly published version. Polling a one-line file is cheap and works on every filesystem,
     unlike inotify (network mounts, containers)."""
 
-    def __init__(self, engine: Engine, interval: float) -> None:
+    def __init__(self, engine: Engine, interval: float, name: str = "") -> None:
         if interval <= 0:
             raise ValueError("interval must be positive; do not start a watcher to turn it off")
         self.engine = engine
         self.interval = interval
+        self.name = name
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="index-reload", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"index-reload-{self.name}" if self.name else "index-reload",
+            daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -234,7 +263,8 @@ class ReloadWatcher:
         try:
             self.engine.reload_if_changed()
         except store.IndexUnavailable as exc:
-            log.error("not serving the published index (still serving %s): %s",
+            log.error("not serving the published index%s (still serving %s): %s",
+                      f" of collection {self.name!r}" if self.name else "",
                       self.engine.served_version, exc)
         except Exception:
             # The watcher must outlive any surprise; the next poll tries again.

@@ -19,9 +19,10 @@ from service.admin import Admin, require_admin
 from service.api import RecorderDep, clean_text
 from service.engine import Engine, NotReady
 from service.insights_page import render_login, render_page
+from service.library import Library
 from service.limits import ErrorBody
 from service.ratelimit import retry_after_header
-from service.recorder import COLLECTION, Recorder
+from service.recorder import Recorder
 from service.records import describe
 from service.web import load_asset, serve
 
@@ -112,25 +113,29 @@ def _corpus(engine: Engine) -> insights.Corpus:
 
 
 Days = Annotated[int, Query(ge=1, le=366, description="How many days back, today included.")]
-CollectionName = Annotated[str, Query(max_length=64)]
+CollectionName = Annotated[str | None, Query(
+    max_length=64, description="Default: `default`, or the first collection declared.")]
 Table = Literal["days", "unanswered", "not_helpful", "documents"]
 
 
-async def _report(request: Request, days: int, collection: str) -> insights.InsightsOut:
+async def _report(request: Request, days: int,
+                  collection: str | None) -> insights.InsightsOut:
     recorder: Recorder | None = request.app.state.recorder
     if recorder is None:
         raise HTTPException(404, "this service does not record answers (QA_RECORDING=false)")
-    if collection != COLLECTION:
+    library: Library = request.app.state.library
+    collection = collection or library.primary.name
+    shelf = library.shelf(collection)
+    if shelf is None:
         raise HTTPException(404, f"no collection {collection!r}")
     store = recorder.store
     if store is None:
         reason = recorder.error or "starting"
         raise HTTPException(503, f"the answer store is not available ({reason})",
                             headers={"Retry-After": "5"})
-    engine: Engine = request.app.state.engine
     try:
         return await run_in_threadpool(
-            insights.compute, store, _corpus(engine), collection=collection, days=days,
+            insights.compute, store, _corpus(shelf.engine), collection=collection, days=days,
             questions_stored=recorder.store_questions, cutoff=recorder.cutoff())
     except SQLAlchemyError as exc:
         raise HTTPException(503, f"the answer store is not available ({describe(exc)})",
@@ -150,7 +155,7 @@ api = APIRouter(prefix="/api/admin", tags=["admin"], dependencies=[Depends(requi
 
 @api.get("/insights", response_model=insights.InsightsOut)
 async def insights_json(request: Request, days: Days = 30,
-                        collection: CollectionName = COLLECTION) -> insights.InsightsOut:
+                        collection: CollectionName = None) -> insights.InsightsOut:
     """What readers asked and missed, per day and in total, for the last `days` days."""
     return await _report(request, days, collection)
 
@@ -158,7 +163,7 @@ async def insights_json(request: Request, days: Days = 30,
 @api.get("/insights.csv", response_class=Response,
          responses={200: {"content": {"text/csv": {}}}})
 async def insights_csv(request: Request, table: Table = "days", days: Days = 30,
-                       collection: CollectionName = COLLECTION) -> Response:
+                       collection: CollectionName = None) -> Response:
     """One table of the insights as CSV."""
     return _csv(await _report(request, days, collection), table)
 
@@ -192,17 +197,18 @@ pages = APIRouter(include_in_schema=False)
 
 @pages.get("/admin/insights")
 async def insights_page(request: Request, days: Days = 30,
-                        collection: CollectionName = COLLECTION) -> Response:
+                        collection: CollectionName = None) -> Response:
     admin: Admin = request.app.state.admin
     if not _signed_in(request, admin):
         return _login_page(None, 401)
     report = await _report(request, days, collection)
-    return HTMLResponse(render_page(report, collections=[COLLECTION]), headers=PAGE_HEADERS)
+    library: Library = request.app.state.library
+    return HTMLResponse(render_page(report, collections=library.names), headers=PAGE_HEADERS)
 
 
 @pages.get("/admin/insights.csv")
 async def insights_page_csv(request: Request, table: Table = "days", days: Days = 30,
-                            collection: CollectionName = COLLECTION) -> Response:
+                            collection: CollectionName = None) -> Response:
     if not _signed_in(request, request.app.state.admin):
         raise HTTPException(401, "sign in at /admin/insights first")
     return _csv(await _report(request, days, collection), table)

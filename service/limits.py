@@ -16,6 +16,17 @@ log = logging.getLogger(__name__)
 
 # The routes that retrieve and compose an answer: the only ones whose cost grows under load.
 ANSWER_PATHS = frozenset({"/api/ask", "/api/chat"})
+_COLLECTION_PREFIX = "/api/collections/"
+
+
+def answering(path: str) -> bool:
+    """/api/ask, /api/chat, or a collection's /api/collections/NAME/ask or /chat."""
+    if path in ANSWER_PATHS:
+        return True
+    if not path.startswith(_COLLECTION_PREFIX):
+        return False
+    name, _, rest = path[len(_COLLECTION_PREFIX):].partition("/")
+    return bool(name) and rest in ("ask", "chat")
 
 
 class ErrorBody(BaseModel):
@@ -204,14 +215,14 @@ class AnswerLimitMiddleware:
     """
 
     def __init__(self, app: ASGIApp, capacity: Capacity, timeout: float,
-                 paths: frozenset[str] = ANSWER_PATHS) -> None:
+                 paths: Callable[[str], bool] = answering) -> None:
         self.app = app
         self.capacity = capacity
         self.timeout = timeout
         self.paths = paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in self.paths:
+        if scope["type"] != "http" or not self.paths(scope["path"]):
             await self.app(scope, receive, send)
             return
         if not await self.capacity.acquire():

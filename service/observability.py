@@ -22,7 +22,8 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.engine import Engine, NotReady
-from service.limits import ANSWER_PATHS, Capacity, refuse
+from service.library import Library
+from service.limits import Capacity, answering, refuse
 from service.logging_config import REQUEST_ID
 
 access_log = logging.getLogger("service.access")
@@ -49,7 +50,7 @@ class Metrics:
     """
 
     def __init__(self, engine: Engine, capacity: Capacity | None = None,
-                 shared_dir: Path | None = None) -> None:
+                 shared_dir: Path | None = None, library: Library | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         # In multiprocess mode the values are read back from the files, so the metric objects
         # must not be in the exposed registry as well (they would be counted twice).
@@ -62,10 +63,20 @@ class Metrics:
         self.answers = Counter("qa_answers", "Answers given, by route and outcome "
                                "(answered, or declined because the text does not say).",
                                ["route", "outcome"], registry=own)
+        # Per collection, labelled only once the caller was let in: a probe of an unknown or
+        # forbidden name adds no series.
+        self.collection_requests = Counter(
+            "qa_collection_requests", "Requests served from a collection, by collection and "
+            "status.", ["collection", "status"], registry=own)
+        self.collection_answers = Counter(
+            "qa_collection_answers", "Answers given, by collection and outcome.",
+            ["collection", "outcome"], registry=own)
         if shared_dir is not None:
             MultiProcessCollector(self.registry, path=str(shared_dir))  # type: ignore[no-untyped-call]
         self.registry.register(_ServingCollector(
             engine, None if isinstance(capacity, SharedCapacity) else capacity))
+        if library is not None:
+            self.registry.register(_CollectionsCollector(library))
         ProcessCollector(registry=self.registry)
         # `labels()` validates and locks on every call; the label sets seen are few and fixed.
         self._request_children: dict[tuple[str, str, int], Callable[[], None]] = {}
@@ -89,6 +100,11 @@ class Metrics:
         if inc is None:
             inc = self._answer_children[(route, outcome)] = self.answers.labels(route, outcome).inc
         inc()
+
+    def collection(self, name: str, status: int, outcome: str | None) -> None:
+        self.collection_requests.labels(name, str(status)).inc()
+        if outcome is not None:
+            self.collection_answers.labels(name, outcome).inc()
 
     def exposition(self) -> bytes:
         return render(self.registry)
@@ -182,6 +198,34 @@ class _ServingCollector(Collector):
         return found
 
 
+class _CollectionsCollector(Collector):
+    """Each collection's served version and size, read at scrape time."""
+
+    def __init__(self, library: Library) -> None:
+        self.library = library
+
+    def collect(self) -> Iterator[Metric]:
+        ready = GaugeMetricFamily("qa_collection_ready", "1 once the collection's index is "
+                                  "being served.", labels=["collection"])
+        info = InfoMetricFamily("qa_collection_index", "The index version each collection "
+                                "serves.", labels=["collection", "version"])
+        documents = GaugeMetricFamily("qa_collection_documents", "Documents in each "
+                                      "collection's served index.", labels=["collection"])
+        chunks = GaugeMetricFamily("qa_collection_chunks", "Passages in each collection's "
+                                   "served index.", labels=["collection"])
+        for shelf in self.library:
+            try:
+                snapshot = shelf.engine.snapshot
+            except NotReady:
+                ready.add_metric([shelf.name], 0)
+                continue
+            ready.add_metric([shelf.name], 1)
+            info.add_metric([shelf.name, snapshot.version], {})
+            documents.add_metric([shelf.name], len(snapshot.index.documents))
+            chunks.add_metric([shelf.name], len(snapshot.index.chunks))
+        yield from (ready, info, documents, chunks)
+
+
 def _read_seconds(path: Path) -> float | None:
     try:
         seconds = json.loads(path.read_text("utf-8")).get("seconds")
@@ -240,8 +284,8 @@ class ObservabilityMiddleware:
         status = 500
         responded = False
         outcome: str | None = None
-        answering = path in ANSWER_PATHS
-        body: list[bytes] | None = [] if self.log_questions and answering else None
+        answers = answering(path)
+        body: list[bytes] | None = [] if self.log_questions and answers else None
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, outcome, responded
@@ -255,7 +299,7 @@ class ObservabilityMiddleware:
                 if b"cache-control" not in names:
                     headers.append((b"cache-control", cache_control(path, status)))
                 message = {**message, "headers": headers}
-            elif answering and status == 200 and outcome is None:
+            elif answers and status == 200 and outcome is None:
                 # The route is the one place that knows; reading its compact JSON keeps
                 # metrics out of the routes. Inside a JSON string a quote is always escaped,
                 # so these bytes can only be the top-level key.
@@ -292,6 +336,9 @@ class ObservabilityMiddleware:
             self.metrics.observe(method, route, status, seconds)
             if outcome is not None:
                 self.metrics.answer(route, outcome)
+            collection = scope.get("state", {}).get("collection")
+            if isinstance(collection, str):
+                self.metrics.collection(collection, status, outcome)
             # A flood of 429s or of aborted requests is counted in the metrics, but must not
             # flood the logs too.
             level = (logging.ERROR if status >= 500 else
@@ -302,6 +349,8 @@ class ObservabilityMiddleware:
                     "ms": round(seconds * 1000, 2), "client": self.client(scope)}
                 if outcome is not None:
                     extra["outcome"] = outcome
+                if isinstance(collection, str):
+                    extra["collection"] = collection
                 if body:
                     question = _question(b"".join(body))
                     if question is not None:

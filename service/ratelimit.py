@@ -174,8 +174,12 @@ class RateLimitMiddleware:
     """
 
     def __init__(self, app: ASGIApp, limiter: Limiter, identity: ClientIdentity,
-                 exempt: frozenset[str] = EXEMPT_PATHS, delay: float = 1.0) -> None:
+                 exempt: frozenset[str] = EXEMPT_PATHS, delay: float = 1.0,
+                 collection: Callable[[str], str | None] | None = None) -> None:
         self.app = app
+        # The collection a path belongs to (None for other paths): each client's allowance is
+        # then counted per collection.
+        self.collection = collection
         self.limiter = limiter
         self.identity = identity
         self.exempt = exempt
@@ -186,6 +190,8 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         client = limit_key(scope, self.identity)
+        if self.collection is not None:
+            client = f"{self.collection(scope['path']) or ''}|{client}"
         wait = await self.limiter.take(client)
         if wait == 0.0:
             await self.app(scope, receive, send)

@@ -16,11 +16,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from service.answer import Answer
+from service.catalog import DEFAULT
 from service.records import AnswerRecord, Store, describe
 
 log = logging.getLogger(__name__)
 
-COLLECTION = "default"  # the only collection until collections exist
+COLLECTION = DEFAULT  # the collection of the routes that predate collections
 BATCH = 500
 # After the first record of a batch the writer waits this long for more: a commit per request
 # would hold the GIL often enough to slow answers (measured: +0.3 ms at p50 on cached answers).
@@ -42,6 +43,7 @@ class Pending:
     latency_ms: float
     question: str | None
     user: str | None = None
+    collection: str = DEFAULT
 
 
 def to_record(p: Pending) -> AnswerRecord:
@@ -54,7 +56,7 @@ def to_record(p: Pending) -> AnswerRecord:
     stored = (np.asarray(vector, dtype=np.float16).tobytes()
               if p.question is not None and vector is not None and not p.answer.answered
               else None)
-    return AnswerRecord(p.id, p.at, COLLECTION, p.index_version, p.route, p.answer.answered,
+    return AnswerRecord(p.id, p.at, p.collection, p.index_version, p.route, p.answer.answered,
                         p.answer.confidence, p.latency_ms, cited, quoted, p.question, stored,
                         p.user[:USER_CHARS] if p.user is not None else None)
 
@@ -85,12 +87,13 @@ class Recorder:
     # ---------------------------------------------------------------- request side
 
     def record(self, route: str, index_version: str, answer: Answer, question: str,
-               latency_ms: float, user: str | None = None) -> str:
+               latency_ms: float, user: str | None = None,
+               collection: str = DEFAULT) -> str:
         """Queue one answer; returns its id. Never blocks: a full queue drops the record.
         The question and the user are kept only when the settings allow it."""
         pending = Pending(os.urandom(16).hex(), time.time(), route, index_version, answer,
                           latency_ms, question if self.store_questions else None,
-                          user if self.store_users else None)
+                          user if self.store_users else None, collection)
         try:
             self._queue.put_nowait(pending)
         except queue.Full:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
 
+from service.library import Library
+
 STATIC = Path(__file__).resolve().parent / "static"
 
 # The demo page runs under the policy we recommend to host pages: nothing inline, nothing
@@ -69,16 +71,18 @@ def demo_css(request: Request) -> Response:
 
 
 @cache
-def demo_asset(title: str, questions: tuple[str, ...]) -> Asset:
+def demo_asset(title: str, questions: tuple[str, ...], collection: str | None = None) -> Asset:
     """The demo page for the served corpus: its title and example questions come from the
-    settings (QA_DEMO_TITLE, QA_DEMO_QUESTIONS), escaped, never from a corpus file."""
+    settings (QA_DEMO_TITLE, QA_DEMO_QUESTIONS) or the collections file, escaped, never from a
+    corpus file. With `collection` its widget asks that collection."""
     try_block = ""
     if questions:
         items = "".join(f"    <li>{escape(q)}</li>\n" for q in questions)
         try_block = f"  <h2>Try</h2>\n  <ul>\n{items}  </ul>\n"
     body = (STATIC / "index.html").read_text("utf-8")
+    widget_attrs = f' data-collection="{escape(collection)}"' if collection else ""
     for key, value in (("{title}", escape(title)), ("{questions}", try_block),
-                       ("{widget_title}", "Ask a question")):
+                       ("{widget_title}", "Ask a question"), ("{widget_attrs}", widget_attrs)):
         body = body.replace(key, value)
     data = body.encode("utf-8")
     etag = '"' + hashlib.sha256(data).hexdigest()[:20] + '"'
@@ -89,7 +93,16 @@ def demo_asset(title: str, questions: tuple[str, ...]) -> Asset:
 def demo_page(request: Request) -> Response:
     """A page that embeds the widget exactly as a customer page would."""
     settings = request.app.state.settings
-    asset = demo_asset(settings.demo_title, tuple(settings.demo_questions))
+    library: Library = request.app.state.library
+    if settings.collections_file is None:
+        asset = demo_asset(settings.demo_title, tuple(settings.demo_questions))
+    else:
+        # The page is public: it presents `default` (or the first collection) only when anyone
+        # may read it, else the first public one, else none.
+        shown = next((s for s in (library.primary, *library)
+                      if s.collection.public), None)
+        asset = (demo_asset(shown.collection.title, shown.collection.questions, shown.name)
+                 if shown else demo_asset(settings.demo_title, ()))
     return serve(request, asset, {
         "Cache-Control": "no-cache",
         "Content-Security-Policy": DEMO_CSP,

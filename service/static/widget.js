@@ -8,7 +8,20 @@
   if (!base.pathname.endsWith('/')) base.pathname += '/';
   const inline = !!d.mount;
   const title = d.title || 'Ask a question';
-  const KEY = 'cited-qa:' + base.href;
+  // data-collection: ask that collection's routes; without it, the service's default ones.
+  const coll = d.collection;
+  const api = coll ? 'api/collections/' + encodeURIComponent(coll) + '/' : 'api/';
+  const KEY = 'cited-qa:' + base.href + (coll ? '#' + coll : '');
+  const NO_ACCESS = "You don't have access to this collection (or it does not exist).";
+  // data-token-from: a function of the host page (a global, or a dotted path to one), called
+  // before each request; what it returns (or resolves to) goes in an Authorization header.
+  async function auth(extra) {
+    const path = (d.tokenFrom || '').split('.');
+    const owner = path.slice(0, -1).reduce((o, k) => o && o[k], window);
+    const f = d.tokenFrom && owner && owner[path[path.length - 1]];
+    const t = typeof f === 'function' ? await f.call(owner) : null;
+    return Object.assign(t ? { Authorization: 'Bearer ' + t } : {}, extra);
+  }
   const MAX_TURNS = 19; // the API takes at most 20 messages: 19 earlier turns + the question
   const KEEP_TURNS = 60; // what the page remembers and shows; sessionStorage is a few MB
 
@@ -216,6 +229,7 @@ form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-w
   const root = h('div', { className: 'r' + (inline ? ' inline' : '') + (d.position === 'left' ? ' left' : '') });
   if (d.accent && CSS.supports('color', d.accent)) root.style.setProperty('--a', d.accent);
   if (d.accentText && CSS.supports('color', d.accentText)) root.style.setProperty('--on', d.accentText);
+  const named = h('h2', { id: 't' }, title);
   const launcher = btn(title, {
     className: 'l', 'aria-haspopup': 'dialog', 'aria-expanded': 'false', 'aria-controls': 'p',
   }, () => show(!state.open, true));
@@ -230,7 +244,7 @@ form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-w
   const panel = h('div', inline
     ? { className: 'p', id: 'p', role: 'region', 'aria-labelledby': 't' }
     : { className: 'p', id: 'p', role: 'dialog', 'aria-modal': 'false', 'aria-labelledby': 't', hidden: true },
-  h('header', null, h('h2', { id: 't' }, title),
+  h('header', null, named,
     btn('New chat', { title: 'Clear the conversation' }, clear),
     inline ? null : btn('✕', { 'aria-label': 'Close' }, () => show(false, true))),
   log, status, form);
@@ -277,14 +291,36 @@ form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-w
   const docs = new Map();
   // One encoded segment, slashes included: the URL standard resolves '..' and '%2E%2E'
   // segments alike, so "x/../../metrics" must never reach the URL as segments.
-  const docUrl = (id, more) => new URL('api/documents/' + encodeURIComponent(id) + (more || ''), base);
+  const docUrl = (id, more) => new URL(api + 'documents/' + encodeURIComponent(id) + (more || ''), base);
   async function getDoc(id) {
     if (!docs.has(id)) {
-      docs.set(id, fetch(docUrl(id), { credentials: 'omit' })
+      docs.set(id, auth().then((headers) => fetch(docUrl(id), { credentials: 'omit', headers }))
         .then((r) => { if (!r.ok) throw new Error('HTTP ' + r.status); return r.json(); })
         .catch((e) => { docs.delete(id); throw e; }));
     }
     return docs.get(id);
+  }
+
+  // A link to the original file. With a token the browser cannot send it on a plain link, so
+  // the file is fetched with it and saved as a download (never shown on the host's origin).
+  function original(c) {
+    const url = docUrl(c.doc_id, '/source');
+    const a = h('a', { href: url + (c.page && /\.pdf$/i.test(c.doc_id) ? '#page=' + c.page : ''), target: '_blank', rel: 'noopener noreferrer' }, 'Open original');
+    if (d.tokenFrom) {
+      a.addEventListener('click', async (e) => {
+        e.preventDefault();
+        try {
+          const r = await fetch(url, { credentials: 'omit', headers: await auth() });
+          if (!r.ok) throw new Error('HTTP ' + r.status);
+          const link = h('a', { href: URL.createObjectURL(new Blob([await r.blob()], { type: 'application/octet-stream' })), download: c.doc_id.split('/').pop() });
+          link.click();
+          setTimeout(() => URL.revokeObjectURL(link.href), 60000);
+        } catch (err) {
+          say('Could not get the original (' + err.message + ').');
+        }
+      });
+    }
+    return a;
   }
 
   // The passage a citation points to, with the answer's sentences marked; "see in context"
@@ -297,7 +333,7 @@ form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-w
       h('b', null, '[' + c.n + '] ' + (c.heading || c.title || c.doc_id)),
       sub ? h('small', null, sub) : null,
       quote, note,
-      h('a', { href: docUrl(c.doc_id, '/source') + (c.page && /\.pdf$/i.test(c.doc_id) ? '#page=' + c.page : ''), target: '_blank', rel: 'noopener noreferrer' }, 'Open original'));
+      original(c));
     let wide = false;
     const more = btn('See in context', null, async () => {
       wide = !wide;
@@ -385,7 +421,7 @@ form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-w
       let r = null;
       try {
         r = await fetch(new URL('api/feedback', base), {
-          method: 'POST', credentials: 'omit', headers: { 'Content-Type': 'application/json' },
+          method: 'POST', credentials: 'omit', headers: await auth({ 'Content-Type': 'application/json' }),
           body: JSON.stringify({ answer_id: reply.answer_id, helpful, comment }),
         });
       } catch (e) { /* reported below */ }
@@ -463,9 +499,9 @@ form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-w
     let r;
     let reply;
     try {
-      r = await fetch(new URL('api/chat', base), {
+      r = await fetch(new URL(api + 'chat', base), {
         method: 'POST', credentials: 'omit', signal: AbortSignal.timeout && AbortSignal.timeout(30000),
-        headers: { 'Content-Type': 'application/json' },
+        headers: await auth({ 'Content-Type': 'application/json' }),
         body: JSON.stringify({ messages: history.concat({ role: 'user', content: q }) }),
       });
       reply = await r.json().catch(() => null);
@@ -477,6 +513,8 @@ form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-w
     if (!r) {
       failure("Couldn't reach the service. Check your connection, then retry. (If this keeps " +
         "happening, this site may not be allowed to use it.)", q, 0);
+    } else if (r.status === 404 || r.status === 401) {
+      failure(r.status === 401 ? 'Your sign-in was not accepted: sign in again, then retry.' : NO_ACCESS, q, 0);
     } else if (r.status === 429) {
       const s = retryAfter(r);
       failure('Too many questions right now. You can ask again in ' + s + ' s.', q, s);
@@ -531,6 +569,15 @@ form button{background:var(--a);color:var(--on);border:0;padding:9px 14px;font-w
   });
 
   greet();
+  // A collection names itself: its title, unless the page gave one; a 404 means no access.
+  if (coll) {
+    auth().then((headers) => fetch(new URL(api.slice(0, -1), base), { credentials: 'omit', headers }))
+      .then(async (r) => {
+        if (r.status === 404) add(h('p', { className: 'm err' }, NO_ACCESS));
+        const info = r.ok ? await r.json() : null;
+        if (!d.title && info && typeof info.title === 'string') named.textContent = launcher.textContent = info.title;
+      }).catch(() => { /* the first question reports what is wrong */ });
+  }
   for (const t of state.turns) {
     add(t.role === 'user' ? h('p', { className: 'm u' }, t.content) : answer(t.reply || { answer: t.content, answered: true }));
   }
