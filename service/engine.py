@@ -84,7 +84,7 @@ class Engine:
         self.settings = settings
         self.model = model
         self._fixed_encoder = encoder
-        self._encoders = encoders or EncoderCache()
+        self._encoders = encoders if encoders is not None else EncoderCache()
         self._snapshot: Snapshot | None = None
         self._lock = threading.Lock()  # one load at a time; readers never take it
         self._refused: str | None = None
