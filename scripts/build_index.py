@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no collection {args.collection!r}; declared: "
                   f"{', '.join(c.name for c in collections)}", file=sys.stderr)
             return 2
-        settings = found[0].settings(settings)
+        return _run(args, found[0].settings(settings), found[0].name)
     return _run(args, settings)
 
 

@@ -98,6 +98,52 @@ def fake_client(fake_settings: Settings, fake_encoder: FakeEncoder) -> Iterator[
         yield client
 
 
+# A second small corpus, on another subject than the shipped article.
+NOTES_CORPUS = {
+    "keeper.md": "# The lighthouse keeper\n\nThe Zephyr lighthouse keeper writes every passing "
+                 "ship into a red ledger. The red ledger is kept in the lamp room beside the "
+                 "brass telescope. Nobody but the keeper may write in the ledger.\n",
+    "lamp/oil.txt": "Lamp oil is delivered by boat on the first Monday of each month. The "
+                    "keeper signs for the barrels and stores them in the cellar under the "
+                    "tower, away from the lamp room.\n",
+}
+
+
+def write_corpus(folder: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text, "utf-8")
+    return folder
+
+
+@pytest.fixture
+def collections_file(tmp_path: Path, fake_encoder: FakeEncoder) -> Path:
+    """A collections file naming two indexed corpora (fake encoder): `article`, the shipped
+    corpus, public; `notes`, a small other one, for group `hr` only."""
+    root = tmp_path / "collections"
+    shutil.copytree(SEED_CORPUS, root / "article")
+    write_corpus(root / "notes", NOTES_CORPUS)
+    for name in ("article", "notes"):
+        build_index(Settings(corpus_dir=root / name, index_dir=root / "index" / name),
+                    encoder=fake_encoder)
+    path = root / "collections.toml"
+    path.write_text("""
+[collections.article]
+title = "The article"
+corpus_dir = "article"
+index_dir = "index/article"
+allowed_origins = ["https://article.example"]
+access = "public"
+
+[collections.notes]
+title = "The notes"
+corpus_dir = "notes"
+index_dir = "index/notes"
+access = ["hr"]
+""", "utf-8")
+    return path
+
+
 @pytest.fixture(scope="session")
 def real_model() -> ModelInfo:
     return describe_model(None)

@@ -237,3 +237,25 @@ def test_document_ids_with_dot_segments_resolve_when_encoded(
         for doc_id, url in [("x/../../metrics", "x%2F..%2F..%2Fmetrics"), ("./.", ".%2F.")]:
             r = client.get(f"/api/documents/{url}")
             assert r.status_code == 200 and r.json()["doc_id"] == doc_id, r.text
+
+
+def test_with_a_default_collection_the_first_routes_ask_it(collections_file: Path,
+                                                          fake_encoder: FakeEncoder) -> None:
+    """A collections file that declares `default`: /api/ask and the rest mean that one."""
+    text = collections_file.read_text("utf-8").replace("[collections.article]",
+                                                       "[collections.default]")
+    collections_file.write_text(text, "utf-8")
+    settings = Settings(collections_file=collections_file, rate_limit=0)
+    with TestClient(create_app(settings, encoder=fake_encoder)) as client:
+        ask = {"question": "Who chairs Bloomberg's new board?"}
+        old = client.post("/api/ask", json=ask).json()
+        new = client.post("/api/collections/default/ask", json=ask).json()
+        assert old["citations"] == new["citations"] and old["index_version"] == new[
+            "index_version"]
+        assert client.get("/api/documents/head-of-product.txt").status_code == 200
+        assert client.get("/api/documents/keeper.md").status_code == 404
+        ready = client.get("/readyz").json()
+        assert ready["index_version"] == old["index_version"]
+        assert [c["name"] for c in ready["collections"]] == ["default"]
+        page = client.get("/").text
+        assert "<h1>The article</h1>" in page and 'data-collection="default"' in page

@@ -23,21 +23,13 @@ from service.indexing import build_index, encoder_folder
 from service.library import Library
 from service.records import answers
 from service.settings import Settings
-from tests.conftest import SEED_CORPUS
+from tests.conftest import NOTES_CORPUS, SEED_CORPUS, write_corpus
 
 ARTICLE_ORIGIN = "https://article.example"
 VAULT_ORIGIN = "https://vault.example"
 HR = Identity("ann", frozenset({"hr"}))
 SALES = Identity("bob", frozenset({"sales"}))
-# A small corpus on another subject than the shipped article.
-VAULT = {
-    "keeper.md": "# The lighthouse keeper\n\nThe Zephyr lighthouse keeper writes every passing "
-                 "ship into a red ledger. The red ledger is kept in the lamp room beside the "
-                 "brass telescope. Nobody but the keeper may write in the ledger.\n",
-    "lamp/oil.txt": "Lamp oil is delivered by boat on the first Monday of each month. The "
-                    "keeper signs for the barrels and stores them in the cellar under the "
-                    "tower, away from the lamp room.\n",
-}
+VAULT = NOTES_CORPUS
 QUESTIONS = ["Who writes in the red ledger?", "Is head of product higher than director?",
              "When is the lamp oil delivered?"]
 CATALOG = f"""
@@ -76,9 +68,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory, real_encoder_dir: Path) -> 
     """The collections file beside both corpora and their indexes."""
     root = tmp_path_factory.mktemp("collections")
     shutil.copytree(SEED_CORPUS, root / "article-corpus")
-    for name, text in VAULT.items():
-        (root / "vault-corpus" / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / "vault-corpus" / name).write_text(text, "utf-8")
+    write_corpus(root / "vault-corpus", VAULT)
     _index(root / "article-corpus", root / "indexes" / "article", real_encoder_dir)
     _index(root / "vault-corpus", root / "indexes" / "vault", real_encoder_dir)
     (root / "collections.toml").write_text(CATALOG, "utf-8")

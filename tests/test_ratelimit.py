@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -185,3 +186,19 @@ def test_rate_limit_zero_turns_limiting_off(fake_settings: Settings,
 
 def test_the_default_limit_is_on_and_generous() -> None:
     assert Settings().rate_limit == 600
+
+
+def test_with_collections_each_has_its_own_allowance(collections_file: Path,
+                                                     fake_encoder: FakeEncoder) -> None:
+    settings = Settings(collections_file=collections_file, rate_limit=1)
+    notes = collections_file.read_text("utf-8").replace('access = ["hr"]', 'access = "public"')
+    collections_file.write_text(notes, "utf-8")
+    with TestClient(create_app(settings, encoder=fake_encoder)) as client:
+        ask = {"question": "Who writes in the ledger?"}
+        assert client.post("/api/collections/article/ask", json=ask).status_code == 200
+        assert client.post("/api/collections/article/ask", json=ask).status_code == 429
+        assert client.post("/api/collections/notes/ask", json=ask).status_code == 200
+        assert client.post("/api/collections/notes/ask", json=ask).status_code == 429
+        # Names that are not declared share one allowance: inventing names buys nothing.
+        assert client.post("/api/collections/x1/ask", json=ask).status_code == 404
+        assert client.post("/api/collections/x2/ask", json=ask).status_code == 429
