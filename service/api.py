@@ -173,18 +173,13 @@ class Ready(BaseModel):
         "first collection's)."))
 
 
-# Dependencies are coroutines: a plain `def` one would cost a worker-thread hop per request.
-async def get_engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.engine
-    return engine
-
-
 def _served(request: Request, shelf: Shelf) -> Shelf:
     # Read by the metrics and the access log: only ever set once the caller may read it.
     request.state.collection = shelf.name
     return shelf
 
 
+# Dependencies are coroutines: a plain `def` one would cost a worker-thread hop per request.
 async def get_shelf(name: str, request: Request, identity: IdentityDep) -> Shelf:
     """The collection in the path, if this caller may read it; the same 404 otherwise."""
     library: Library = request.app.state.library
@@ -211,7 +206,6 @@ async def get_recorder(request: Request) -> Recorder | None:
     return recorder
 
 
-EngineDep = Annotated[Engine, Depends(get_engine)]
 ShelfDep = Annotated[Shelf, Depends(get_shelf)]
 DefaultShelfDep = Annotated[Shelf, Depends(get_default_shelf)]
 RecorderDep = Annotated[Recorder | None, Depends(get_recorder)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,7 +159,8 @@ def _folder(where: str, folder: Path, value: object) -> Path:
     if not isinstance(value, str) or not value.strip():
         raise CatalogError(f"{where}: must be a folder path (a non-empty string)")
     given = Path(value).expanduser()
-    return given if given.is_absolute() else folder / given
+    # Lexically normalized, so messages and logs show /srv/corpus, not /srv/examples/../corpus.
+    return Path(os.path.normpath(given if given.is_absolute() else folder / given))
 
 
 def _origins(where: str, value: object) -> tuple[str, ...]:
