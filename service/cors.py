@@ -28,9 +28,9 @@ class CollectionCORSMiddleware:
                 allow_methods=["GET", "POST"],
                 # Authorization: the widget passes the host page's token (data-token-from).
                 allow_headers=["Content-Type", "Authorization"],
-                # Not CORS-safelisted: without this a widget on another origin cannot read
-                # the wait.
-                expose_headers=["Retry-After"],
+                # Not CORS-safelisted: without these a widget on another origin cannot read
+                # the wait, or why its token was refused.
+                expose_headers=["Retry-After", "WWW-Authenticate"],
                 allow_credentials=False,
                 max_age=600,
             )
