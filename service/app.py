@@ -130,7 +130,8 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
         if recorder is not None:
             recorder.start()
         # One watcher per collection: a slow or refused version of one never delays another.
-        watchers = [ReloadWatcher(shelf.engine, settings.reload_interval, shelf.name)
+        watchers = [ReloadWatcher(shelf.engine, settings.reload_interval,
+                                  shelf.name if named else "")
                     for shelf in library] if settings.reload_interval > 0 else []
         for watcher in watchers:
             watcher.start()
@@ -208,7 +209,7 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
         app.state.limiters.append(requests)
         # With several collections a client's allowance is counted per collection.
         app.add_middleware(RateLimitMiddleware, limiter=requests, identity=identity,
-                           collection=library.named_in if named else None)
+                           collection=library.bucket_for if named else None)
     if auth is not None:
         # Identities are decided outside the rate limiter, which then counts per verified
         # user; refusals are sent inside it (bad tokens use up the address's allowance) and

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from starlette.types import Scope
+
 from service.catalog import DEFAULT, Collection
 from service.encoder import Encoder, ModelInfo
 from service.engine import EncoderCache, Engine
-from service.identity import Identity
+from service.identity import ANONYMOUS, Identity
 from service.settings import Settings
 
 COLLECTIONS_PREFIX = "/api/collections/"
@@ -100,6 +102,17 @@ class Library:
         if path in _DEFAULT_PATHS or path.startswith(_DEFAULT_PREFIX):
             return DEFAULT if DEFAULT in self._shelves else None
         return None
+
+    def bucket_for(self, scope: Scope) -> str | None:
+        """The collection a request's rate-limit allowance is counted in: the one named in its
+        path when the caller may read it, else None (one shared bucket), so a declared but
+        forbidden name is limited exactly like an unknown one."""
+        name = self.named_in(scope["path"])
+        if name is None:
+            return None
+        who = scope.get("state", {}).get("identity")
+        identity = who if isinstance(who, Identity) else ANONYMOUS
+        return name if self._shelves[name].collection.readable_by(identity) else None
 
     def origins_for(self, path: str, common: Sequence[str]) -> tuple[str, ...]:
         """The origins whose pages may call `path`: `common` (QA_ALLOWED_ORIGINS) everywhere,

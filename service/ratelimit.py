@@ -175,10 +175,10 @@ class RateLimitMiddleware:
 
     def __init__(self, app: ASGIApp, limiter: Limiter, identity: ClientIdentity,
                  exempt: frozenset[str] = EXEMPT_PATHS, delay: float = 1.0,
-                 collection: Callable[[str], str | None] | None = None) -> None:
+                 collection: Callable[[Scope], str | None] | None = None) -> None:
         self.app = app
-        # The collection a path belongs to (None for other paths): each client's allowance is
-        # then counted per collection.
+        # The collection a request is counted in (None for other paths): each client's
+        # allowance is then counted per collection.
         self.collection = collection
         self.limiter = limiter
         self.identity = identity
@@ -191,7 +191,7 @@ class RateLimitMiddleware:
             return
         client = limit_key(scope, self.identity)
         if self.collection is not None:
-            client = f"{self.collection(scope['path']) or ''}|{client}"
+            client = f"{self.collection(scope) or ''}|{client}"
         wait = await self.limiter.take(client)
         if wait == 0.0:
             await self.app(scope, receive, send)

@@ -362,3 +362,10 @@ def test_admin_routes_take_the_collection(collections_admin: TestClient,
         assert r.status_code == 404 and "no collection" in r.json()["detail"]
     # The token is checked first, whatever the collection.
     assert collections_admin.post(f"{base}/builds").status_code == 401
+    # Insights per collection; without one named, the first declared (there is no default).
+    insights = collections_admin.get("/api/admin/insights", headers=AUTH).json()
+    assert insights["collection"] == "article"
+    notes = collections_admin.get("/api/admin/insights?collection=notes", headers=AUTH)
+    assert notes.status_code == 200 and notes.json()["collection"] == "notes"
+    assert collections_admin.get("/api/admin/insights?collection=nope",
+                                 headers=AUTH).status_code == 404

@@ -4,6 +4,7 @@ collection's failed build never touching another's served version."""
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +113,31 @@ def test_a_bad_collections_file_is_named(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("QA_COLLECTIONS_FILE", str(bad))
     assert cli.main(["--all"]) == 2
     assert f"{bad}: collections.a." in capsys.readouterr().err
+
+
+def test_each_collection_reloads_and_rolls_back_on_its_own(
+        fake_builds: Path, collections_file: Path, fake_encoder: FakeEncoder,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    settings = Settings(collections_file=collections_file, rate_limit=0, reload_interval=0.05)
+    with TestClient(create_app(settings, encoder=fake_encoder)) as client:
+        def served() -> dict[str, str]:
+            return {c["name"]: c["index_version"]
+                    for c in client.get("/api/collections").json()}
+
+        first = served()
+        assert set(first) == {"article"}  # `notes` is for group hr only
+        (fake_builds / "article" / "extra.txt").write_text("A short extra page.", "utf-8")
+        assert cli.main(["--collection", "article"]) == 0
+        newer = _current(fake_builds, "article")
+        deadline = time.monotonic() + 10
+        while served()["article"] != newer:
+            assert time.monotonic() < deadline, "the new version was never served"
+            time.sleep(0.05)
+        notes = _current(fake_builds, "notes")
+        capsys.readouterr()
+        assert cli.main(["--collection", "article", "--rollback"]) == 0
+        assert f"now serving {first['article']} (was {newer})" in capsys.readouterr().out
+        while served()["article"] != first["article"]:
+            assert time.monotonic() < deadline + 10, "the rollback was never served"
+            time.sleep(0.05)
+        assert _current(fake_builds, "notes") == notes

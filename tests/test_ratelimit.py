@@ -202,3 +202,14 @@ def test_with_collections_each_has_its_own_allowance(collections_file: Path,
         # Names that are not declared share one allowance: inventing names buys nothing.
         assert client.post("/api/collections/x1/ask", json=ask).status_code == 404
         assert client.post("/api/collections/x2/ask", json=ask).status_code == 429
+
+
+def test_a_forbidden_collection_shares_the_unknown_names_allowance(
+        collections_file: Path, fake_encoder: FakeEncoder) -> None:
+    """Otherwise a fresh allowance would tell a declared name from an invented one."""
+    settings = Settings(collections_file=collections_file, rate_limit=1)
+    with TestClient(create_app(settings, encoder=fake_encoder)) as client:
+        ask = {"question": "Who writes in the ledger?"}
+        assert client.post("/api/collections/x1/ask", json=ask).status_code == 404
+        assert client.post("/api/collections/notes/ask", json=ask).status_code == 429
+        assert client.post("/api/collections/article/ask", json=ask).status_code == 200
