@@ -82,6 +82,8 @@ class Metrics:
         self._request_children: dict[tuple[str, str, int], Callable[[], None]] = {}
         self._latency_children: dict[tuple[str, str], Callable[[float], None]] = {}
         self._answer_children: dict[tuple[str, str], Callable[[], None]] = {}
+        self._collection_children: dict[tuple[str, int], Callable[[], None]] = {}
+        self._collection_answer_children: dict[tuple[str, str], Callable[[], None]] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         inc = self._request_children.get((method, route, status))
@@ -102,9 +104,18 @@ class Metrics:
         inc()
 
     def collection(self, name: str, status: int, outcome: str | None) -> None:
-        self.collection_requests.labels(name, str(status)).inc()
+        # Names are the declared collections only (set once the caller was let in): few.
+        inc = self._collection_children.get((name, status))
+        if inc is None:
+            inc = self.collection_requests.labels(name, str(status)).inc
+            self._collection_children[(name, status)] = inc
+        inc()
         if outcome is not None:
-            self.collection_answers.labels(name, outcome).inc()
+            answered = self._collection_answer_children.get((name, outcome))
+            if answered is None:
+                answered = self.collection_answers.labels(name, outcome).inc
+                self._collection_answer_children[(name, outcome)] = answered
+            answered()
 
     def exposition(self) -> bytes:
         return render(self.registry)
