@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards-dir", type=Path, metavar="DIR",
                         help="folder of embedded shards (with --shard or --merge-shards)")
     args = parser.parse_args(argv)
+    if (args.shard or args.merge_shards) and args.shards_dir is None:
+        parser.error("--shard and --merge-shards need --shards-dir")
     # Third-party libraries (the ONNX quantizer) log chattily at INFO on the root logger.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("service").setLevel(logging.INFO)
@@ -69,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cannot read the collections: {exc}", file=sys.stderr)
             return 2
         if args.all:
-            if args.list or args.rollback is not None:
-                parser.error("--list and --rollback take one --collection")
+            if args.list or args.rollback is not None or args.shard or args.merge_shards:
+                parser.error("--list, --rollback and the shard options take one --collection")
             named = settings.collections_file is not None
             failed = [c.name for c in collections
                       if _run(args, c.settings(settings), c.name if named else None) != 0]
@@ -95,8 +97,6 @@ def _run(args: argparse.Namespace, settings: Settings, name: str | None = None) 
         return _list(settings.index_dir)
     if args.rollback is not None:
         return _rollback(settings.index_dir, args.rollback or None)
-    if (args.shard or args.merge_shards) and args.shards_dir is None:
-        parser.error("--shard and --merge-shards need --shards-dir")
     if args.shard:
         return _shard(settings, args.shard, args.shards_dir)
     if args.if_stale:
