@@ -73,6 +73,6 @@ HEALTHCHECK --interval=30s --timeout=3s --start-period=20s --retries=3 \
 # scripts/serve.py is uvicorn with QA_WORKERS processes (default 1) and shared metrics files;
 # connection limits as in the Makefile's UVICORN_LIMITS (README, "Operations").
 CMD ["python", "scripts/serve.py", "--host", "0.0.0.0", "--port", "8000", \
-     "--log-config", "service/log_config.json", "--no-proxy-headers", \
+     "--log-config", "service/http/log_config.json", "--no-proxy-headers", \
      "--http", "h11", "--h11-max-incomplete-event-size", "16384", "--timeout-keep-alive", "5", \
      "--limit-concurrency", "512", "--backlog", "512"]

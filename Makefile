@@ -44,7 +44,7 @@ index: install
 # of the line to uvicorn.
 serve: install
 	$(BIN)/python scripts/build_index.py --all --if-stale
-	$(if $(WORKERS),QA_WORKERS=$(WORKERS) )exec $(BIN)/python scripts/serve.py --host $(HOST) --port $(PORT) --log-config service/log_config.json --no-proxy-headers $(UVICORN_LIMITS)
+	$(if $(WORKERS),QA_WORKERS=$(WORKERS) )exec $(BIN)/python scripts/serve.py --host $(HOST) --port $(PORT) --log-config service/http/log_config.json --no-proxy-headers $(UVICORN_LIMITS)
 
 lint: install-dev
 	$(BIN)/ruff check service scripts tests eval bench

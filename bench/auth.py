@@ -20,8 +20,8 @@ import anyio  # noqa: E402
 
 from bench import http_load  # noqa: E402
 from bench.server import Server  # noqa: E402
-from service.bearer import TokenVerifier  # noqa: E402
-from service.jwks import JwksKeys, SharedSecret  # noqa: E402
+from service.http.bearer import TokenVerifier  # noqa: E402
+from service.http.jwks import JwksKeys, SharedSecret  # noqa: E402
 from tests.tokens import (  # noqa: E402
     AUDIENCE,
     ISSUER,
@@ -80,7 +80,7 @@ def main(index_dir: Path | None = None) -> dict[str, Any]:
             for alg, batch in tokens.items()}
         figures["jwks_fetches"] = keys.fetches
         if index_dir is None:
-            from service.indexing import build_index
+            from service.index.indexing import build_index
             from service.settings import Settings
 
             index_dir = Path(tmp) / "index"

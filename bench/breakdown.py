@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from service import lexical
-from service.answer import compose_answer
-from service.api import AskRequest, _response
-from service.encoder import describe_model
-from service.engine import Engine
-from service.retrieval import CANDIDATES, retrieve
+from service.http.api import AskRequest, _response
+from service.index import lexical
+from service.index.encoder import describe_model
+from service.qa.answer import compose_answer
+from service.qa.engine import Engine
+from service.qa.retrieval import CANDIDATES, retrieve
 from service.settings import Settings
 
 

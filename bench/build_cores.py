@@ -38,9 +38,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
-from service import embedding  # noqa: E402
-from service.encoder import OnnxEncoder, describe_model, export_onnx  # noqa: E402
-from service.indexing import VECTORS, build_index, encoder_folder  # noqa: E402
+from service.index import embedding  # noqa: E402
+from service.index.encoder import OnnxEncoder, describe_model, export_onnx  # noqa: E402
+from service.index.indexing import VECTORS, build_index, encoder_folder  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 SCIFACT = ROOT.parent / "shared" / "eval" / "scifact" / "corpus.jsonl.gz"

@@ -31,14 +31,14 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from bench import http_load  # noqa: E402
 from bench.server import Server  # noqa: E402
-from service.answer import Answer, Citation  # noqa: E402
-from service.encoder import Encoder, describe_model  # noqa: E402
-from service.indexing import build_index, open_encoder  # noqa: E402
-from service.insights import Corpus, compute  # noqa: E402
-from service.recorder import Recorder  # noqa: E402
-from service.records import AnswerRecord, Store  # noqa: E402
-from service.retrieval import load_index  # noqa: E402
+from service.index.encoder import Encoder, describe_model  # noqa: E402
+from service.index.indexing import build_index, open_encoder  # noqa: E402
+from service.qa.answer import Answer, Citation  # noqa: E402
+from service.qa.retrieval import load_index  # noqa: E402
 from service.settings import Settings  # noqa: E402
+from service.usage.insights import Corpus, compute  # noqa: E402
+from service.usage.recorder import Recorder  # noqa: E402
+from service.usage.records import AnswerRecord, Store  # noqa: E402
 
 SEED_QA = ROOT.parent / "shared" / "eval" / "seed_qa.jsonl"
 ROUNDS = 15

@@ -61,7 +61,7 @@ def serve(env: dict[str, str], log: Path | None = None,
     out = log.open("ab") if log else subprocess.DEVNULL
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "uvicorn"), "--factory", "service.app:create_app",
-         "--host", HOST, "--port", str(port), "--log-config", "service/log_config.json",
+         "--host", HOST, "--port", str(port), "--log-config", "service/http/log_config.json",
          "--no-proxy-headers"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **env})
     try:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 
-from service.chunking import split
-from service.corpus import Document, html_to_text
 from service.ingest import webpage
+from service.ingest.chunking import split
+from service.ingest.corpus import Document, html_to_text
 
 SIZE = 20_000_000  # the default QA_MAX_FILE_BYTES
 LINES = ["{" + " " * 4000 + "}x", "# a" + " " * 2000 + "x", "." * 5000 + "x",

@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from service.encoder import OnnxEncoder, describe_model, export_onnx  # noqa: E402
-from service.indexing import BuildReport, build_index, encoder_folder  # noqa: E402
-from service.retrieval import load_index  # noqa: E402
+from service.index.encoder import OnnxEncoder, describe_model, export_onnx  # noqa: E402
+from service.index.indexing import BuildReport, build_index, encoder_folder  # noqa: E402
+from service.qa.retrieval import load_index  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 SCIFACT = ROOT.parent / "shared" / "eval" / "scifact" / "corpus.jsonl.gz"

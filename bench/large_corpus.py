@@ -48,13 +48,13 @@ import numpy as np  # noqa: E402
 
 from bench.http_load import percentiles, post, sequential  # noqa: E402
 from bench.server import Server  # noqa: E402
-from service import embedding, lexical  # noqa: E402
-from service.chunking import split  # noqa: E402
-from service.corpus import Document  # noqa: E402
-from service.encoder import ModelInfo, OnnxEncoder, Span, describe_model, export_onnx  # noqa: E402
-from service.engine import Snapshot  # noqa: E402
-from service.indexing import build_index, encoder_folder  # noqa: E402
-from service.retrieval import load_index  # noqa: E402
+from service.index import embedding, lexical  # noqa: E402
+from service.index.encoder import ModelInfo, OnnxEncoder, Span, describe_model, export_onnx  # noqa: E402
+from service.index.indexing import build_index, encoder_folder  # noqa: E402
+from service.ingest.chunking import split  # noqa: E402
+from service.ingest.corpus import Document  # noqa: E402
+from service.qa.engine import Snapshot  # noqa: E402
+from service.qa.retrieval import load_index  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 SCIFACT = ROOT.parent / "shared" / "eval" / "scifact"

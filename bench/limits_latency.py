@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench import http_load
 from bench.server import ROOT, Server, serve_arguments
-from service.indexing import build_index
+from service.index.indexing import build_index
 from service.settings import Settings
 
 LIMITS = ("--http", "--h11-max-incomplete-event-size", "--timeout-keep-alive",

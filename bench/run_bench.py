@@ -35,9 +35,9 @@ import numpy as np  # noqa: E402
 from bench import http_load, scale  # noqa: E402
 from bench.breakdown import breakdown  # noqa: E402
 from bench.server import Server  # noqa: E402
-from service.encoder import OnnxEncoder, describe_model, export_onnx  # noqa: E402
-from service.indexing import embedding_input, encoder_folder  # noqa: E402
-from service.retrieval import load_index  # noqa: E402
+from service.index.encoder import OnnxEncoder, describe_model, export_onnx  # noqa: E402
+from service.index.indexing import embedding_input, encoder_folder  # noqa: E402
+from service.qa.retrieval import load_index  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 SHARED = ROOT.parent / "shared"

@@ -14,7 +14,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from service.indexing import dense_index
+from service.index.indexing import dense_index
 
 K = 10
 

@@ -1,4 +1,4 @@
-"""Fit the answer-confidence model (service.answer.CONFIDENCE_COEF) and the decline threshold.
+"""Fit the answer-confidence model (service.qa.answer.CONFIDENCE_COEF) and the decline threshold.
 
 The label is "the quoted passage addresses the question". Examples come from three kinds of
 text, each weighing the same in the fit:
@@ -39,11 +39,11 @@ from eval.run_eval import (  # noqa: E402
     scifact_queries,
     split_of,
 )
-from service import lexical  # noqa: E402
-from service.answer import ScoredSentence, score_sentences  # noqa: E402
-from service.answertype import wanted  # noqa: E402
-from service.engine import ANSWER_POOL, Snapshot  # noqa: E402
-from service.retrieval import retrieve  # noqa: E402
+from service.index import lexical  # noqa: E402
+from service.qa.answer import ScoredSentence, score_sentences  # noqa: E402
+from service.qa.answertype import wanted  # noqa: E402
+from service.qa.engine import ANSWER_POOL, Snapshot  # noqa: E402
+from service.qa.retrieval import retrieve  # noqa: E402
 
 K = 3
 

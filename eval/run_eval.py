@@ -33,10 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
 
-from service import lexical  # noqa: E402
-from service.conversation import standalone_query  # noqa: E402
-from service.encoder import describe_model  # noqa: E402
-from service.engine import Engine, Snapshot  # noqa: E402
+from service.index import lexical  # noqa: E402
+from service.index.encoder import describe_model  # noqa: E402
+from service.qa.conversation import standalone_query  # noqa: E402
+from service.qa.engine import Engine, Snapshot  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 K = 3

@@ -1,6 +1,6 @@
 """Build (or rebuild) the index from a corpus folder, list its versions, or roll back: a thin
-CLI over service.indexing and service.store. With QA_COLLECTIONS_FILE, `--collection NAME`
-acts on one collection and `--all` builds each in turn."""
+CLI over service.index.indexing and service.index.store. With QA_COLLECTIONS_FILE,
+`--collection NAME` acts on one collection and `--all` builds each in turn."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from service import store  # noqa: E402
 from service.catalog import CatalogError, read_catalog  # noqa: E402
-from service.corpus import CorpusError  # noqa: E402
-from service.encoder import EncoderError  # noqa: E402
-from service.indexing import BuildError, build_index, is_stale  # noqa: E402
-from service.progress import Progress  # noqa: E402
+from service.index import store  # noqa: E402
+from service.index.encoder import EncoderError  # noqa: E402
+from service.index.indexing import BuildError, build_index, is_stale  # noqa: E402
+from service.index.progress import Progress  # noqa: E402
+from service.index.shards import embed_shard, parse_shard  # noqa: E402
+from service.ingest.corpus import CorpusError  # noqa: E402
 from service.settings import Settings  # noqa: E402
-from service.shards import embed_shard, parse_shard  # noqa: E402
 
 # Document ids listed per kind of change; a first build of a large corpus adds thousands.
 SHOWN = 10

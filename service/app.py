@@ -11,30 +11,32 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from service import feedback, records, store
-from service.admin import Admin
-from service.admin import router as admin_router
-from service.api import router
-from service.auth import AuthConfigError, AuthMiddleware, RefusalMiddleware, authenticator
 from service.catalog import CatalogError, read_catalog
-from service.cors import CollectionCORSMiddleware
-from service.encoder import Encoder, describe_model
-from service.engine import ReloadWatcher
-from service.library import Library
-from service.limits import REFUSALS, AnswerLimitMiddleware, BodyLimitMiddleware, Capacity
-from service.observability import (
+from service.http import feedback
+from service.http.admin import Admin
+from service.http.admin import router as admin_router
+from service.http.api import router
+from service.http.auth import AuthConfigError, AuthMiddleware, RefusalMiddleware, authenticator
+from service.http.cors import CollectionCORSMiddleware
+from service.http.library import Library
+from service.http.limits import REFUSALS, AnswerLimitMiddleware, BodyLimitMiddleware, Capacity
+from service.http.observability import (
     Metrics,
     ObservabilityMiddleware,
     SharedCapacity,
     metrics_endpoint,
     worker_exited,
 )
-from service.ratelimit import ClientIdentity, RateLimitMiddleware
-from service.recorder import Recorder, RecorderCollector
-from service.retrieval import check_compatible
+from service.http.ratelimit import ClientIdentity, RateLimitMiddleware
+from service.http.sharedlimits import LimiterCollector, SharedLimiter, limiter
+from service.http.web import router as web_router
+from service.index import store
+from service.index.encoder import Encoder, describe_model
+from service.qa.engine import ReloadWatcher
+from service.qa.retrieval import check_compatible
 from service.settings import InvalidSettings, Settings, from_environment
-from service.sharedlimits import LimiterCollector, SharedLimiter, limiter
-from service.web import router as web_router
+from service.usage import records
+from service.usage.recorder import Recorder, RecorderCollector
 
 log = logging.getLogger(__name__)
 

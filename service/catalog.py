@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.identity import Identity
+from service.http.identity import Identity
 from service.settings import Settings
 
 DEFAULT = "default"

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     rate_limit: int = Field(default=600, ge=0)
     admin_rate_limit: int = Field(default=10, ge=1)
     trusted_proxies: Annotated[list[str], NoDecode] = []
-    # Identities (service.auth): a bearer JWT checked against a JWKS or a shared secret, and/or
+    # Identities (service.http.auth): a bearer JWT checked against a JWKS or a shared secret, and/or
     # X-Forwarded-User/-Groups from an authenticating proxy among the trusted proxies.
     jwt_jwks_url: str | None = None
     jwt_secret: SecretStr | None = None

@@ -23,8 +23,8 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from service.app import create_app
-from service.encoder import ModelInfo, OnnxEncoder, describe_model
-from service.indexing import build_index, encoder_folder, open_encoder
+from service.index.encoder import ModelInfo, OnnxEncoder, describe_model
+from service.index.indexing import build_index, encoder_folder, open_encoder
 from service.settings import Settings
 from tests.fakes import FakeEncoder as FakeEncoder  # re-exported for the test modules
 

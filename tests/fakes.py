@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from service.encoder import ModelInfo
+from service.index.encoder import ModelInfo
 
 Span = tuple[int, int]
 

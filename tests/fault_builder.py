@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from service import store
-from service.indexing import BuildReport, build_index
+from service.index import store
+from service.index.indexing import BuildReport, build_index
 from service.settings import Settings
 from tests.fakes import FakeEncoder
 

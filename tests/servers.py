@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 
-from service.encoder import OnnxEncoder, describe_model
-from service.indexing import build_index, encoder_folder
+from service.index.encoder import OnnxEncoder, describe_model
+from service.index.indexing import build_index, encoder_folder
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

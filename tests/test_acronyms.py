@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from service import lexical
-from service.acronyms import find_definitions, initials_match, learn, looks_like_acronym
+from service.index import lexical
+from service.index.acronyms import find_definitions, initials_match, learn, looks_like_acronym
 
 
 def test_definitions_in_both_orders() -> None:

@@ -15,9 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from service import store
 from service.app import create_app
-from service.indexing import VECTORS, build_index
+from service.index import store
+from service.index.indexing import VECTORS, build_index
 from service.settings import Settings
 from tests.conftest import FakeEncoder
 

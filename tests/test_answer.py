@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from service import answer as answer_module
-from service import lexical
-from service.answer import (
+from service.index import lexical
+from service.index.indexing import build_index
+from service.qa import answer as answer_module
+from service.qa.answer import (
     DECLINE_TEXT,
     MAX_ANSWER_CHARS,
     ScoredSentence,
@@ -18,9 +19,8 @@ from service.answer import (
     coverage,
     score_sentences,
 )
-from service.answertype import wanted
-from service.indexing import build_index
-from service.retrieval import SearchIndex, load_index, retrieve
+from service.qa.answertype import wanted
+from service.qa.retrieval import SearchIndex, load_index, retrieve
 from service.settings import Settings
 from tests.conftest import FakeEncoder
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.acronyms import learn
-from service.answertype import Kind, gives, question_kind, wanted
+from service.index.acronyms import learn
+from service.qa.answertype import Kind, gives, question_kind, wanted
 
 
 @pytest.mark.parametrize(("question", "kind"), [

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import StartupError, create_app
-from service.indexing import build_index
+from service.index.indexing import build_index
 from service.settings import Settings
 from tests.conftest import FakeEncoder
 

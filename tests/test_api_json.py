@@ -8,7 +8,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from service.api import AskResponse, ChatResponse
+from service.http.api import AskResponse, ChatResponse
 
 
 def _model_rendering(model: type[BaseModel], body: dict[str, Any]) -> bytes:

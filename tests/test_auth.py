@@ -18,10 +18,10 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr, ValidationError
 
 from service.app import StartupError, create_app
-from service.auth import AuthConfigError, authenticator
-from service.identity import IdentityDep
-from service.indexing import build_index
-from service.ratelimit import ClientIdentity
+from service.http.auth import AuthConfigError, authenticator
+from service.http.identity import IdentityDep
+from service.http.ratelimit import ClientIdentity
+from service.index.indexing import build_index
 from service.settings import Settings
 from tests.conftest import SEED_CORPUS, FakeEncoder, start_service
 from tests.tokens import (
@@ -416,7 +416,7 @@ def test_a_real_server_end_to_end(real_settings: Settings, provider: JwksServer,
            "QA_JWT_AUDIENCE": AUDIENCE, "QA_TRUSTED_PROXIES": "127.0.0.1",
            "QA_PROXY_IDENTITY": "true", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     log = tmp_path / "uvicorn.log"
-    proc, origin = start_service(env, log, ("--log-config", "service/log_config.json"))
+    proc, origin = start_service(env, log, ("--log-config", "service/http/log_config.json"))
     refused = _refused(rsa, ec)
     try:
         stranger = httpx.Client(base_url=origin, timeout=10,

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.bearer import TokenVerifier, identity_from_claims
-from service.identity import Identity
-from service.jwks import InvalidToken, SharedSecret, SigningKey, parse_jwks
+from service.http.bearer import TokenVerifier, identity_from_claims
+from service.http.identity import Identity
+from service.http.jwks import InvalidToken, SharedSecret, SigningKey, parse_jwks
 from tests.tokens import AUDIENCE, ISSUER, Key, b64, claims, ec_key, forge, rsa_key, sign
 
 SECRET = b"a shared secret of at least 32 bytes!"

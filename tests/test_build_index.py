@@ -12,10 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from scripts import build_index as cli
-from service import store
 from service.app import create_app
-from service.identity import Identity, current_identity
-from service.indexing import build_index
+from service.http.identity import Identity, current_identity
+from service.index import store
+from service.index.indexing import build_index
 from service.settings import Settings
 from tests.conftest import FakeEncoder
 

@@ -15,7 +15,7 @@ from service.catalog import (
     parse_catalog,
     read_catalog,
 )
-from service.identity import ANONYMOUS, Identity
+from service.http.identity import ANONYMOUS, Identity
 from service.settings import Settings
 
 GOOD = """

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.chunking import HARD_MAX_CHARS, Chunk, classify_line, split, split_sentences
-from service.corpus import Document, parse_file
+from service.ingest.chunking import HARD_MAX_CHARS, Chunk, classify_line, split, split_sentences
+from service.ingest.corpus import Document, parse_file
 from tests.conftest import SEED_CORPUS
 
 SEED = SEED_CORPUS / "head-of-product.txt"

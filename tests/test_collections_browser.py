@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from service.encoder import OnnxEncoder, describe_model
-from service.indexing import build_index, encoder_folder
+from service.index.encoder import OnnxEncoder, describe_model
+from service.index.indexing import build_index, encoder_folder
 from service.settings import Settings
 from tests import test_widget_browser as widget_tests
 from tests.conftest import NOTES_CORPUS, ROOT, SEED_CORPUS, start_service, write_corpus

@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager
 
 import pytest
 
-from service.conversation import is_followup, standalone_query, topic_of
+from service.qa.conversation import is_followup, standalone_query, topic_of
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from service.corpus import (
+from service.ingest.corpus import (
     CorpusError,
     Document,
     html_to_text,

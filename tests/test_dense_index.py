@@ -9,9 +9,9 @@ import faiss
 import numpy as np
 import pytest
 
-from service import indexing, lexical
-from service.indexing import build_index, dense_index
-from service.retrieval import load_index, retrieve
+from service.index import indexing, lexical
+from service.index.indexing import build_index, dense_index
+from service.qa.retrieval import load_index, retrieve
 from service.settings import Settings
 from tests.conftest import FakeEncoder
 

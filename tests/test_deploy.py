@@ -11,8 +11,8 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from service.index.shards import parse_shard
 from service.settings import Settings
-from service.shards import parse_shard
 from tests.conftest import ROOT
 
 DEPLOY = ROOT / "deploy" / "kubernetes"

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service import embedding
-from service.encoder import ModelInfo, OnnxEncoder, plan_batches
+from service.index import embedding
+from service.index.encoder import ModelInfo, OnnxEncoder, plan_batches
 
 PASSAGES = [f"Passage {n}: the committee meets on day {n % 7} to review "
             f"{' and '.join(['budgets'] * (n % 9 + 1))}. Minutes are kept." for n in range(40)]

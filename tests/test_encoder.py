@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from service.encoder import (
+from service.index.encoder import (
     BATCH_CHARS,
     ONNX_EXPORT,
     ModelInfo,
@@ -112,7 +112,7 @@ class Blocker(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Blocker())
 from fastapi.testclient import TestClient
 from service.app import create_app
-from service.encoder import EncoderError, describe_model, export_onnx
+from service.index.encoder import EncoderError, describe_model, export_onnx
 from service.settings import Settings
 
 corpus, index, scratch = map(Path, sys.argv[1:4])

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from service import store
-from service.engine import Engine
-from service.indexing import VECTORS, build_index
+from service.index import store
+from service.index.indexing import VECTORS, build_index
+from service.qa.engine import Engine
 from service.settings import Settings
 from tests.conftest import FakeEncoder
 
@@ -91,7 +91,7 @@ def test_intact_big_files_keep_being_served(
     _small_big_files(monkeypatch)
     (fake_settings.corpus_dir / "new.txt").write_text("A new note.", "utf-8")
     build_index(fake_settings, encoder=fake_encoder)
-    caplog.set_level(logging.INFO, "service.engine")
+    caplog.set_level(logging.INFO, "service.qa.engine")
     engine = Engine(fake_settings, fake_encoder.model, fake_encoder)
     engine.load()
     deadline = time.monotonic() + 10

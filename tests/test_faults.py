@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from service import store
 from service.app import create_app
-from service.indexing import CHUNKS, VECTORS, build_index
-from service.retrieval import load_index
+from service.index import store
+from service.index.indexing import CHUNKS, VECTORS, build_index
+from service.qa.retrieval import load_index
 from service.settings import Settings
 from tests.conftest import ROOT, FakeEncoder
 

@@ -19,9 +19,9 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from service.app import create_app
-from service.identity import Identity, current_identity
-from service.records import Store, answers, feedback
+from service.http.identity import Identity, current_identity
 from service.settings import Settings
+from service.usage.records import Store, answers, feedback
 from tests.conftest import FakeEncoder, Postgres, start_service
 
 TOKEN = "insights-admin-token-" + "y" * 20

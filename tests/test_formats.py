@@ -16,9 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.indexing import EXTRACTED, build_index
+from service.index.indexing import EXTRACTED, build_index
 from service.ingest.package import MAX_INFLATED_BYTES
-from service.retrieval import load_index
+from service.qa.retrieval import load_index
 from service.settings import Settings
 from tests.conftest import FakeEncoder
 

@@ -22,11 +22,11 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr, ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
-from service import store
 from service.app import StartupError, create_app, load_settings
-from service.indexing import VECTORS
-from service.limits import AnswerLimitMiddleware, BodyLimitMiddleware, Capacity
-from service.retrieval import load_index
+from service.http.limits import AnswerLimitMiddleware, BodyLimitMiddleware, Capacity
+from service.index import store
+from service.index.indexing import VECTORS
+from service.qa.retrieval import load_index
 from service.settings import Settings
 from tests.conftest import ROOT, FakeEncoder
 
@@ -476,7 +476,7 @@ def test_a_damaged_file_is_caught_by_its_checksum_before_faiss_reads_it(
 def test_no_index_reader_allows_pickles() -> None:
     # np.load defaults to allow_pickle=False today; saying so at each call keeps it so.
     calls = 0
-    for path in [*(ROOT / "service").glob("*.py"), *(ROOT / "scripts").glob("*.py")]:
+    for path in [*(ROOT / "service").rglob("*.py"), *(ROOT / "scripts").glob("*.py")]:
         source = path.read_text("utf-8")
         for args in re.findall(r"np\.load\(([^()]*)\)", source):
             calls += 1

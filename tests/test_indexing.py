@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from service import markup, store
-from service.chunking import split
-from service.corpus import CorpusError, Document
-from service.indexing import BuildError, build_index, embedding_input, is_stale, lexical_terms
-from service.retrieval import load_index
+from service.index import store
+from service.index.indexing import BuildError, build_index, embedding_input, is_stale, lexical_terms
+from service.ingest import markup
+from service.ingest.chunking import split
+from service.ingest.corpus import CorpusError, Document
+from service.qa.retrieval import load_index
 from service.settings import Settings
 from tests.conftest import FakeEncoder
 
@@ -80,7 +81,7 @@ def test_failed_write_publishes_nothing(fake_settings: Settings, fake_encoder: F
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("service.indexing.faiss.write_index", disk_full)
+    monkeypatch.setattr("service.index.indexing.faiss.write_index", disk_full)
     with pytest.raises(OSError, match="No space"):
         build_index(fake_settings, encoder=fake_encoder)
     assert store.current_version(fake_settings.index_dir) == good

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.corpus import Document
-from service.encoder import ModelInfo, OnnxEncoder
-from service.insights import Corpus, compute, group_questions, to_csv
-from service.records import DAY, AnswerRecord, Store
+from service.index.encoder import ModelInfo, OnnxEncoder
+from service.ingest.corpus import Document
 from service.settings import Settings
+from service.usage.insights import Corpus, compute, group_questions, to_csv
+from service.usage.records import DAY, AnswerRecord, Store
 
 PARAPHRASES = [
     ["How do I reset my password?", "I forgot my password, how can I change it?",

@@ -10,7 +10,14 @@ from collections.abc import Iterator
 import anyio
 import pytest
 
-from service.jwks import InvalidToken, JwksKeys, KeysUnavailable, SharedSecret, fetch, parse_jwks
+from service.http.jwks import (
+    InvalidToken,
+    JwksKeys,
+    KeysUnavailable,
+    SharedSecret,
+    fetch,
+    parse_jwks,
+)
 from tests.tokens import JwksServer, Key, ec_key, rsa_key
 
 
@@ -160,7 +167,7 @@ def test_a_provider_outage_keeps_the_last_good_keys(server: JwksServer,
     anyio.run(keys.key_for, "rsa-1")
     server.down = True
     clock.now += 301
-    with caplog.at_level(logging.WARNING, logger="service.jwks"):
+    with caplog.at_level(logging.WARNING, logger="service.http.jwks"):
         assert anyio.run(keys.key_for, "rsa-1").algorithm == "RS256"
         keys.wait_for_background(10)
     assert server.requests == 2

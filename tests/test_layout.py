@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service import acronyms, layout, markup
-from service.chunking import Chunk
-from service.corpus import Document
+from service.index import acronyms, layout
+from service.ingest import markup
+from service.ingest.chunking import Chunk
+from service.ingest.corpus import Document
 
 DOCS = [
     Document("a.md", "Á title", "# Head\n\nFirst line.\nSecond — line.\n", source="a.md"),

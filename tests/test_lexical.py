@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service import lexical
+from service.index import lexical
 
 
 def test_terms_are_stemmed_lowercase_content_words() -> None:

@@ -14,15 +14,15 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from service import store
 from service.app import create_app
 from service.catalog import Collection
-from service.encoder import OnnxEncoder, describe_model
-from service.identity import ANONYMOUS, Identity, current_identity
-from service.indexing import build_index, encoder_folder
-from service.library import Library
-from service.records import answers
+from service.http.identity import ANONYMOUS, Identity, current_identity
+from service.http.library import Library
+from service.index import store
+from service.index.encoder import OnnxEncoder, describe_model
+from service.index.indexing import build_index, encoder_folder
 from service.settings import Settings
+from service.usage.records import answers
 from tests.conftest import NOTES_CORPUS, SEED_CORPUS, write_corpus
 
 ARTICLE_ORIGIN = "https://article.example"

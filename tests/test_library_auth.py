@@ -1,4 +1,4 @@
-"""Collections behind real authentication (service.auth): signed tokens and trusted proxy
+"""Collections behind real authentication (service.http.auth): signed tokens and trusted proxy
 headers decide who reads a restricted collection, on every route, through a real server."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from service.app import create_app
-from service.encoder import OnnxEncoder, describe_model
-from service.indexing import build_index, encoder_folder
+from service.index.encoder import OnnxEncoder, describe_model
+from service.index.indexing import build_index, encoder_folder
 from service.settings import Settings
 from tests.conftest import NOTES_CORPUS, SEED_CORPUS, FakeEncoder, start_service, write_corpus
 from tests.tokens import AUDIENCE, ISSUER, claims, forge

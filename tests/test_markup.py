@@ -7,7 +7,7 @@ import time
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service import markup
+from service.ingest import markup
 
 PAGE = """---
 title: "Leave types"

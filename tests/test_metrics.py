@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import Message
 
-from service import store
 from service.app import create_app
-from service.logging_config import REQUEST_ID, JsonFormatter
+from service.http.logging_config import REQUEST_ID, JsonFormatter
+from service.index import store
 from service.settings import Settings
 from tests.conftest import ROOT, FakeEncoder
 
@@ -218,7 +218,7 @@ def test_the_formatter_survives_unencodable_values() -> None:
 def test_the_uvicorn_log_config_writes_json_and_silences_the_plain_access_log() -> None:
     script = (
         "import json, logging, logging.config\n"
-        "logging.config.dictConfig(json.load(open('service/log_config.json')))\n"
+        "logging.config.dictConfig(json.load(open('service/http/log_config.json')))\n"
         "logging.getLogger('uvicorn.access').info('plain access line')\n"
         "logging.getLogger('uvicorn.error').info('Started server process')\n"
         "logging.getLogger('service.access').info('POST /api/ask 200', extra={'status': 200})\n"
@@ -233,8 +233,8 @@ def test_the_uvicorn_log_config_writes_json_and_silences_the_plain_access_log() 
 def test_make_serve_uses_the_log_config() -> None:
     serve = [line for line in (ROOT / "Makefile").read_text("utf-8").splitlines()
              if line.startswith("\t") and "scripts/serve.py" in line]
-    assert len(serve) == 1 and "--log-config service/log_config.json" in serve[0]
-    assert Path(ROOT / "service" / "log_config.json").is_file()
+    assert len(serve) == 1 and "--log-config service/http/log_config.json" in serve[0]
+    assert Path(ROOT / "service" / "http" / "log_config.json").is_file()
 
 
 def test_rate_limited_requests_are_logged_only_at_debug(

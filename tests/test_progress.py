@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.progress import Progress
+from service.index.progress import Progress
 
 
 def test_lines_carry_rate_and_time_left_and_are_throttled() -> None:

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.app import create_app
-from service.indexing import build_index
+from service.index.indexing import build_index
 from service.settings import Settings
 from tests.conftest import SEED_CORPUS, FakeEncoder
 

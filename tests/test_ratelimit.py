@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.ratelimit import ClientIdentity, RateLimiter, retry_after_header
+from service.http.ratelimit import ClientIdentity, RateLimiter, retry_after_header
 from service.settings import Settings
 from tests.conftest import FakeEncoder
 

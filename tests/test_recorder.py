@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from service.answer import Answer, Citation
-from service.recorder import Recorder, to_record
-from service.records import Store, answers
+from service.qa.answer import Answer, Citation
 from service.settings import Settings
+from service.usage.recorder import Recorder, to_record
+from service.usage.records import Store, answers
 
 ANSWER = Answer("It is red. [1]", True, 0.42, (
     Citation(1, "a.txt", "A", "", 0, 10, "It is red.", 0.9, ((0, 10),)),

@@ -8,8 +8,8 @@ import uuid
 
 import sqlalchemy as sa
 
-from service.records import AnswerRecord, Store, answer_docs, answers, database_url, feedback
 from service.settings import Settings
+from service.usage.records import AnswerRecord, Store, answer_docs, answers, database_url, feedback
 
 
 def record(at: float | None = None, *, answered: bool = True, question: str | None = None,

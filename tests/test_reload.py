@@ -21,11 +21,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from service import store
 from service.app import StartupError, create_app
-from service.engine import Engine, ReloadWatcher
-from service.indexing import VECTORS, build_index
-from service.retrieval import load_index
+from service.index import store
+from service.index.indexing import VECTORS, build_index
+from service.qa.engine import Engine, ReloadWatcher
+from service.qa.retrieval import load_index
 from service.settings import Settings
 from tests.conftest import FakeEncoder
 
@@ -133,7 +133,7 @@ def test_watcher_serves_new_versions_and_logs_refusals(
         shutil.copytree(versions / second, versions / bad)
         (versions / bad / VECTORS).write_bytes(b"junk")
         store.set_current(settings.index_dir, bad)
-        with caplog.at_level(logging.ERROR, logger="service.engine"):
+        with caplog.at_level(logging.ERROR, logger="service.qa.engine"):
             _wait_for(lambda: any(bad in r.getMessage() for r in caplog.records), "a refusal")
         assert client.get("/readyz").json()["index_version"] == second
         assert client.post("/api/ask", json={"question": "head of product"}).status_code == 200

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.indexing import build_index
+from service.index.indexing import build_index
 from service.settings import Settings
 from tests.conftest import SEED_CORPUS
 from tests.servers import RedisServer, haproxy, real_index, redis_server, service

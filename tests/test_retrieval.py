@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service import lexical, retrieval, store
-from service.indexing import build_index
-from service.retrieval import (
+from service.index import lexical, store
+from service.index.indexing import build_index
+from service.qa import retrieval
+from service.qa.retrieval import (
     SearchIndex,
     best_sentence_cosines,
     check_compatible,

@@ -15,7 +15,7 @@ from prometheus_client.core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from scripts.serve import main
-from service.indexing import build_index
+from service.index.indexing import build_index
 from tests.conftest import SEED_CORPUS
 from tests.servers import real_index, service
 

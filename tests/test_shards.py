@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from scripts import build_index as cli
-from service import store
-from service.indexing import BuildError, build_index
+from service.index import store
+from service.index.indexing import BuildError, build_index
+from service.index.shards import parse_shard
 from service.settings import Settings
-from service.shards import parse_shard
 from tests.conftest import SEED_CORPUS
 
 

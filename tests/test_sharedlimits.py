@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from service.app import create_app
-from service.ratelimit import RateLimiter
+from service.http.ratelimit import RateLimiter
+from service.http.sharedlimits import SharedLimiter, mode_of
 from service.settings import InvalidSettings, Settings, from_environment
-from service.sharedlimits import SharedLimiter, mode_of
 from tests.conftest import FakeEncoder
 from tests.servers import RedisServer, redis_server
 

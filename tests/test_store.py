@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from service import store
-from service.indexing import VECTORS, build_index, is_stale
-from service.retrieval import load_index
+from service.index import store
+from service.index.indexing import VECTORS, build_index, is_stale
+from service.qa.retrieval import load_index
 from service.settings import Settings
 from tests.conftest import FakeEncoder
 

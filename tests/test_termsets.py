@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from service import lexical, store, termsets
-from service.answer import coverage, score_sentences
-from service.indexing import build_index
-from service.retrieval import SearchIndex, load_index, retrieve
+from service.index import lexical, store, termsets
+from service.index.indexing import build_index
+from service.index.termsets import term_sets
+from service.qa.answer import coverage, score_sentences
+from service.qa.retrieval import SearchIndex, load_index, retrieve
 from service.settings import Settings
-from service.termsets import term_sets
 from tests.conftest import FakeEncoder
 from tests.test_dense_index import corpus
 

@@ -35,14 +35,14 @@ from playwright.sync_api import (
 )
 
 from scripts.browser import find_browser, missing
-from service.encoder import OnnxEncoder, describe_model
-from service.indexing import build_index, encoder_folder
+from service.index.encoder import OnnxEncoder, describe_model
+from service.index.indexing import build_index, encoder_folder
 from service.settings import Settings
 from tests.conftest import ROOT, SEED_CORPUS
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-STATIC = ROOT / "service" / "static"
+STATIC = ROOT / "service" / "http" / "static"
 HOST_PAGE = ROOT / "examples" / "host-page"
 SHOTS = ROOT / "test-output" / "widget"
 EXAMPLE_SERVICE = "http://127.0.0.1:8000"

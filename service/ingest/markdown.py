@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service import markup
+from service.ingest import markup
 from service.ingest.document import Document, Extraction, first_line
 from service.ingest.plain import decode
 

@@ -1,0 +1,1 @@
+"""The HTTP layer: routes, limits, identities, metrics and the widget's files."""

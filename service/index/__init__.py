@@ -1,0 +1,1 @@
+"""Indexing: chunk vectors, BM25, the versioned store and the build."""

@@ -1,7 +1,0 @@
-"""Alembic's entry point: runs on the connection `records.Store.migrate` hands over."""
-
-from alembic import context
-
-from service.records import migrate_connection
-
-migrate_connection(context.config.attributes["connection"])

@@ -1,0 +1,1 @@
+"""Answering: retrieval, answer composition and the engine that serves a version."""

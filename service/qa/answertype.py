@@ -1,0 +1,170 @@
+"""What kind of answer a question wants, and whether a sentence gives that kind.
+
+"How many hours ..." wants an amount, "how long before ..." a duration, "who signs off ..." a
+person or role, "when ..." a time, "is X paid?" a verdict. A sentence that shares the
+question's words but not the kind of answer ("you can use leave to vote") is usually not the
+answer ("you can receive up to 4 hours"). Both sides are read with plain word tests: English
+function words and the shapes of numbers, times and names, nothing about any one corpus.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+from service.index import lexical
+from service.index.acronyms import Acronyms, question_acronyms
+
+
+class Kind(Enum):
+    AMOUNT = "amount"  # how many, how much, how big, what percentage
+    DURATION = "duration"  # how long, how far ahead, how early, how quickly
+    FREQUENCY = "frequency"  # how often
+    TIME = "time"  # when, what day, what time
+    PERSON = "person"  # who, whom, whose
+    PLACE = "place"  # where
+    VERDICT = "verdict"  # is / can / do / should ... ?
+    OTHER = "other"
+
+
+_WORD = re.compile(r"[a-z0-9']+")
+# Openers of yes/no questions: auxiliaries and modals.
+_AUXILIARIES = frozenset(
+    "is are was were am do does did can could should shall will would may might must "
+    "have has had isn't aren't don't doesn't can't won't shouldn't".split())
+_FILLERS = frozenset("so and but ok okay hey hi hello please quick question also "
+                     "then well um".split())
+_HOW_AMOUNT = frozenset("many much big large high low old tall heavy".split())
+_HOW_DURATION = frozenset("long far early soon quickly fast late".split())
+_TIME_NOUNS = frozenset("day days date time week month year hour deadline".split())
+
+_NUMBER_WORDS = frozenset(
+    "one two three four five six seven eight nine ten eleven twelve fifteen twenty thirty "
+    "forty fifty sixty hundred thousand million billion half quarter dozen double twice "
+    "once single first second third".split())
+_TIME_UNITS = frozenset(
+    "second seconds minute minutes min mins hour hours hr hrs day days week weeks weekly "
+    "month months monthly year years yearly annually quarter quarters quarterly business "
+    "night nights".split())
+_WEEKDAYS = frozenset(
+    "monday tuesday wednesday thursday friday saturday sunday mondays tuesdays wednesdays "
+    "thursdays fridays saturdays sundays weekday weekdays weekend weekends".split())
+_MONTHS = frozenset(
+    "january february march april may june july august september october november december "
+    "jan feb mar apr jun jul aug sep sept oct nov dec".split())
+_TIME_WORDS = frozenset(
+    "before after within until by prior advance ahead immediately right away am pm noon "
+    "midnight morning afternoon evening deadline due".split())
+_FREQUENCY_WORDS = frozenset(
+    "every each daily weekly monthly yearly annually quarterly biweekly once twice per "
+    "always usually regularly".split())
+_VERDICT_WORDS = frozenset(
+    "yes no not cannot can't don't doesn't isn't aren't won't shouldn't mustn't never only "
+    "must may can should required require requires allowed allow allows prohibited "
+    "permitted okay ok need needs needed eligible".split())
+_PLACE_WORDS = frozenset(
+    "room floor building office street avenue suite at located location address website "
+    "page site".split())
+# Agent nouns name people and roles: supervisor, director, coordinator, specialist, employee.
+_AGENT_SUFFIXES = ("or", "ist", "ian", "ee", "officer", "official", "team", "staff", "office",
+                   "manager", "lead", "owner", "contact", "committee", "board", "department")
+
+
+def question_kind(question: str) -> Kind:
+    """The kind of answer a question wants, from its wh-word or auxiliary."""
+    words = _WORD.findall(question.lower())
+    # A question often comes after a clause of context: "I'm out of sick leave - how many ..."
+    for i, word in enumerate(words):
+        following = words[i + 1] if i + 1 < len(words) else ""
+        if word == "how" and following:
+            if following in _HOW_AMOUNT:
+                return Kind.AMOUNT
+            if following in _HOW_DURATION:
+                # "How long does the password have to be?" asks for a length, not a time.
+                if following == "long" and words[-1] == "be":
+                    return Kind.AMOUNT
+                return Kind.DURATION
+            if following == "often":
+                return Kind.FREQUENCY
+        if word == "when":
+            return Kind.TIME
+        if word in ("what", "which") and following in _TIME_NOUNS:
+            return Kind.TIME
+        if word in ("who", "whom", "whose"):
+            return Kind.PERSON
+        if word == "where":
+            return Kind.PLACE
+    first = next((w for w in words if w not in _FILLERS), "")
+    if first in _AUXILIARIES:
+        return Kind.VERDICT
+    return Kind.OTHER
+
+
+@dataclass(frozen=True)
+class Want:
+    """What a question wants: the kind of answer, the words it already says, and how its
+    abbreviations may be written out in the text."""
+
+    kind: Kind = Kind.OTHER
+    asked: frozenset[str] = frozenset()
+    # (abbreviation's term, its expansion's terms), for those the corpus defines
+    spelled_out: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # abbreviations as typed that the corpus does not define, with their terms
+    undefined: tuple[tuple[str, str], ...] = ()
+    # (abbreviation's term, its expansion's terms) for expansions the question spells out
+    abbreviated: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+NO_WANT = Want()
+
+
+def wanted(question: str, known: Acronyms | None = None) -> Want:
+    defined = known.spelled_out(question) if known else []
+    stems = {a for a, _ in defined}
+    undefined = []
+    for token in question_acronyms(question):
+        term = lexical.terms(token)
+        if term and term[0] not in stems:
+            undefined.append((token, term[0]))
+    short = known.abbreviated(lexical.terms(question)) if known else []
+    return Want(question_kind(question), frozenset(_WORD.findall(question.lower())),
+                tuple((a, tuple(e)) for a, e in defined), tuple(undefined),
+                tuple((a, tuple(e)) for a, e in short))
+
+
+def gives(want: Want, sentence: str) -> bool:
+    """Whether `sentence` contains an answer of the kind wanted (a number, a time, a name, a
+    verdict); a number the question itself names ("a level 4 rating") is not an answer."""
+    kind, asked = want.kind, want.asked
+    if kind is Kind.OTHER:
+        return False
+    words = _WORD.findall(sentence.lower())
+    has_number = any((w[0].isdigit() or w in _NUMBER_WORDS) and w not in asked for w in words)
+    if kind is Kind.AMOUNT:
+        return has_number or "%" in sentence or "$" in sentence
+    if kind is Kind.DURATION:
+        return has_number and any(w in _TIME_UNITS for w in words)
+    if kind is Kind.FREQUENCY:
+        return any(w in _FREQUENCY_WORDS or w in _WEEKDAYS for w in words)
+    if kind is Kind.TIME:
+        return (any(w in _WEEKDAYS or w in _MONTHS for w in words)
+                or (has_number and any(w in _TIME_UNITS or w in _TIME_WORDS for w in words)))
+    if kind is Kind.PERSON:
+        return _names_someone(sentence, words)
+    if kind is Kind.PLACE:
+        return any(w in _PLACE_WORDS for w in words) or _has_proper_noun(sentence)
+    # A verdict: a modal or negation, or the question's own word negated ("paid" -> "unpaid").
+    return any(w in _VERDICT_WORDS or (w[:2] == "un" and w[2:] in asked)
+               or (w[:3] == "non" and w[3:].lstrip("-") in asked) for w in words)
+
+
+def _names_someone(sentence: str, words: list[str]) -> bool:
+    return _has_proper_noun(sentence) or any(
+        len(w) > 4 and w.endswith(_AGENT_SUFFIXES) for w in words)
+
+
+def _has_proper_noun(sentence: str) -> bool:
+    """A capitalised word past the first: a name, a title, an office."""
+    tokens = sentence.split()
+    return any(t[:1].isupper() and t[1:2].islower() for t in tokens[1:])

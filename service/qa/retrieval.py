@@ -1,0 +1,197 @@
+"""Loading a published version and finding the passages for a question (dense + BM25, fused)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from service.index import acronyms, layout, lexical, store, termsets
+from service.index.encoder import ModelInfo
+from service.index.indexing import CHUNKER_VERSION, DENSE, SENTENCE_VECTORS, VECTORS
+from service.ingest.chunking import Chunk
+from service.ingest.corpus import Document
+
+log = logging.getLogger(__name__)
+
+# Weights of the fused score: the passage's cosine, its BM25 score, and its best sentence's
+# cosine (the evidence an answer would quote), each first divided by the best candidate's.
+# Chosen on the dev halves of the evaluation sets (see README, "Quality").
+DENSE_WEIGHT = 0.4
+LEXICAL_WEIGHT = 0.5
+SENTENCE_WEIGHT = 0.2
+CANDIDATES = 50
+DUPLICATE_COSINE = 0.97
+DUPLICATE_OVERLAP = 0.8
+# FAISS maps the stored vectors of flat and HNSW indexes from the file instead of copying them.
+MMAP_FLAGS = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
+
+
+@dataclass(frozen=True)
+class SearchIndex:
+    """One loaded, verified version: everything a question needs, read-only."""
+
+    version: str
+    manifest: dict[str, Any]
+    documents: Mapping[str, Document]  # read from the version when first asked for
+    # What readers see of each document (Markdown markup blanked, same offsets): what answers
+    # quote. The same string as the text for formats without markup.
+    views: Mapping[str, str]
+    chunks: Sequence[Chunk]  # arrays; each Chunk made when asked for
+    vectors: np.ndarray
+    dense: Any  # faiss.Index
+    sentence_vectors: np.ndarray
+    sentence_ptr: np.ndarray
+    lexical: lexical.LexicalIndex
+    # Made at build time: per question they would cost more than everything but the encoder.
+    chunk_words: termsets.TermSets  # each passage's words, for near-duplicate checks
+    sentence_terms: termsets.TermSets  # each sentence's lexical terms, in sentence order
+    acronyms: acronyms.Acronyms  # abbreviations the corpus defines, learned at load
+
+    def text(self, i: int) -> str:
+        chunk = self.chunks[i]
+        return self.documents[chunk.doc_id].text[chunk.start : chunk.end]
+
+    def sentence_matrix(self, i: int) -> np.ndarray:
+        lo, hi = self.sentence_ptr[i], self.sentence_ptr[i + 1]
+        return self.sentence_vectors[lo:hi].astype(np.float32)
+
+
+def check_compatible(manifest: dict[str, Any], model: ModelInfo, kind: str,
+                     chunk_chars: int | None = None) -> None:
+    """Refuse an index made with another model, dimension, encoder or chunker (and, when
+    `chunk_chars` is given, another chunk size), saying how to fix it."""
+    chunker = manifest.get("chunker", {})
+    if chunker.get("version") != CHUNKER_VERSION or (
+            chunk_chars is not None and chunker.get("max_chars") != chunk_chars):
+        wanted = f"chunker {CHUNKER_VERSION}" + (
+            f" with QA_CHUNK_CHARS={chunk_chars}" if chunk_chars is not None else "")
+        raise store.IndexUnavailable(
+            f"index {manifest.get('version')} was split by chunker {chunker.get('version')} "
+            f"with QA_CHUNK_CHARS={chunker.get('max_chars')}, but the service is configured "
+            f"for {wanted}: rebuild with `make index`")
+    built = manifest.get("model", {})
+    if built.get("fingerprint") != model.fingerprint or built.get("dimension") != model.dimension:
+        raise store.IndexUnavailable(
+            f"index {manifest.get('version')} was built with model {built.get('name')!r} "
+            f"({built.get('dimension')} dimensions), but the service is configured for "
+            f"{model.name!r} ({model.dimension} dimensions): rebuild with `make index`")
+    if manifest.get("encoder", {}).get("kind") != kind:
+        raise store.IndexUnavailable(
+            f"index {manifest.get('version')} was embedded with encoder "
+            f"{manifest.get('encoder', {}).get('kind')!r}, the service uses {kind!r}: "
+            f"rebuild with `make index`")
+
+
+def load_index(index_dir: Path, version: str | None = None) -> SearchIndex:
+    """Load and verify a version (default: the current one)."""
+    version = version or store.current_version(index_dir)
+    if version is None:
+        raise store.IndexUnavailable(f"no index in {index_dir}: run `make index`")
+    folder = index_dir / "versions" / version
+    # Big files are checked by size and samples here, in full by the engine once serving.
+    manifest = store.verify(folder, quick=True)
+    try:
+        # Documents are read one at a time when a question needs them, chunks are arrays,
+        # and every big array is memory-mapped, read-only: the page cache holds one copy of a
+        # version for every worker process and replica on the machine, and start-up does not
+        # grow with the corpus. Published versions never change, and a pruned file stays
+        # mapped until released.
+        documents = layout.read_documents(folder)
+        chunks = layout.read_chunks(folder, documents.ids)
+        vectors = layout.mapped(folder / VECTORS)
+        sentence_vectors = layout.mapped(folder / SENTENCE_VECTORS)
+        dense = faiss.read_index(str(folder / DENSE), MMAP_FLAGS)
+        lex = lexical.load(folder)
+        views = layout.Views(documents)
+        words, sentence_terms = termsets.load(
+            folder, {d: Document(d, doc.title, views[d]) for d, doc in documents.items()}
+            if not termsets.stored(folder) else {}, chunks)
+        learned = layout.read_acronyms(folder, views)
+    except (OSError, ValueError, KeyError, IndexError, RuntimeError) as exc:
+        raise store.IndexUnavailable(
+            f"index {version} cannot be read ({exc}): run `make index`") from exc
+    ptr = chunks.sentence_ptr
+    dimension = manifest.get("model", {}).get("dimension")
+    if (len(vectors) != len(chunks) or dense.ntotal != len(chunks) or lex.size != len(chunks)
+            or len(sentence_vectors) != ptr[-1] or vectors.ndim != 2
+            or vectors.shape[1] != dimension or dense.d != dimension
+            or len(words) != len(chunks) or len(sentence_terms) != ptr[-1]):
+        raise store.IndexUnavailable(f"index {version} is inconsistent: run `make index`")
+    faiss.omp_set_num_threads(1)
+    if manifest.get("dense_index") == "hnsw":
+        graph: Any = faiss.downcast_index(dense)
+        graph.hnsw.efSearch = int(manifest["dense_params"]["efSearch"])
+    return SearchIndex(version, manifest, documents, views, chunks, vectors, dense,
+                       sentence_vectors,
+                       ptr, lex, words, sentence_terms, learned)
+
+
+@dataclass(frozen=True)
+class Hit:
+    chunk: int
+    score: float  # fused, 0..1
+    dense: float  # cosine
+    lexical: float  # raw BM25
+
+
+def retrieve(index: SearchIndex, query_vector: np.ndarray, query_terms: list[str], k: int,
+             candidates: int = CANDIDATES) -> list[Hit]:
+    """The k best distinct passages: dense and BM25 candidates, each score scaled by its best
+    candidate's, blended, then near-duplicates of better passages dropped."""
+    n = min(candidates, len(index.chunks))
+    _, dense_ids = index.dense.search(query_vector.reshape(1, -1).astype(np.float32), n)
+    lex_all = index.lexical.scores(query_terms)
+    lex_ids, _ = lexical.best(lex_all, n)
+    pool = np.unique(np.concatenate([dense_ids[0][dense_ids[0] >= 0], lex_ids]))
+    if len(pool) == 0:
+        return []
+    dense = index.vectors[pool] @ query_vector
+    lex = lex_all[pool]
+    fused = DENSE_WEIGHT * dense / max(float(dense.max()), 1e-6)
+    if lex.max() > 0:
+        fused += LEXICAL_WEIGHT * lex / float(lex.max())
+    if SENTENCE_WEIGHT:
+        sentence = best_sentence_cosines(index, pool, query_vector)
+        fused += SENTENCE_WEIGHT * sentence / max(float(sentence.max()), 1e-6)
+    fused /= DENSE_WEIGHT + LEXICAL_WEIGHT + SENTENCE_WEIGHT  # a score in 0..1
+    order = np.argsort(-fused, kind="stable")
+    hits: list[Hit] = []
+    kept_words: list[frozenset[int]] = []
+    for j in order:
+        i = int(pool[j])
+        words = index.chunk_words.get(i)
+        if any(_overlap(words, w) >= DUPLICATE_OVERLAP for w in kept_words) or any(
+            float(index.vectors[h.chunk] @ index.vectors[i]) >= DUPLICATE_COSINE for h in hits
+        ):
+            continue
+        hits.append(Hit(i, float(fused[j]), float(dense[j]), float(lex[j])))
+        kept_words.append(words)
+        if len(hits) == k:
+            break
+    return hits
+
+
+def best_sentence_cosines(index: SearchIndex, chunks: np.ndarray,
+                          query_vector: np.ndarray) -> np.ndarray:
+    """Each passage's best sentence cosine to the question, in one gather and one product."""
+    lo = index.sentence_ptr[chunks]
+    sizes = index.sentence_ptr[chunks + 1] - lo
+    rows = np.repeat(lo - np.cumsum(sizes) + sizes, sizes) + np.arange(int(sizes.sum()))
+    cosines = index.sentence_vectors[rows].astype(np.float32) @ query_vector
+    starts = np.cumsum(sizes) - sizes
+    best: np.ndarray = np.maximum.reduceat(cosines, starts) if len(cosines) else cosines
+    return best
+
+
+def _overlap(a: frozenset[int], b: frozenset[int]) -> float:
+    """Jaccard similarity of two passages' word sets."""
+    if not a or not b:
+        return 0.0
+    return len(a & b) / len(a | b)
+

@@ -1,0 +1,1 @@
+"""What readers ask and think of the answers: the record store and its insights."""
