@@ -266,3 +266,19 @@ def test_sentences_that_only_lead_elsewhere_score_lower(
         assert s.score == pytest.approx(plain - penalty), text
         seen.add(text)
     assert lead_ins <= seen and len(seen) == 4
+
+
+def test_an_abbreviation_found_spelled_out_marks_only_itself_present(
+        tmp_path: Path, fake_encoder: FakeEncoder) -> None:
+    text = "## Budgets\n\nThe Chief Executive Officer approves every budget.\n"
+    index = _one_file_index(tmp_path, fake_encoder, "b.md", text)
+    # "CEO" and "zebra" occur in no sentence; the spelled-out CEO must not bring zebra along.
+    question = "Does the CEO approve zebra budgets?"
+    vector = fake_encoder.encode_queries([question])[0]
+    terms = lexical.terms(question)
+    scored = score_sentences(index, vector, terms, retrieve(index, vector, terms, 3),
+                             wanted(question, index.acronyms))
+    best = next(s for s in scored if "Chief Executive" in text[s.start:s.end])
+    zebra = index.lexical.term_idf("zebra")
+    total = sum(index.lexical.term_idf(t) for t in set(terms))
+    assert best.coverage == pytest.approx(1.0 - zebra / total)

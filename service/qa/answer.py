@@ -107,16 +107,24 @@ def score_sentences(index: SearchIndex, query_vector: np.ndarray, query_terms: S
     w_cos, w_cov, w_hit = SENTENCE_WEIGHTS
     # coverage() by the sentence term ids computed at load, not by re-reading each sentence.
     terms = index.sentence_terms
-    weights = [(terms.id_of(t), index.lexical.term_idf(t)) for t in set(query_terms)]
+    # The question's terms by id; one no sentence uses gets an id of its own below zero, so
+    # marking one such term present never marks the others.
+    unknown = {t: -2 - n for n, t in enumerate(sorted({
+        t for t in (*query_terms, *(a for a, _ in want.spelled_out),
+                    *(term for _, term in want.undefined)) if terms.id_of(t) < 0}))}
+
+    def asked(term: str) -> int:
+        return unknown.get(term, terms.id_of(term))
+
+    weights = [(asked(t), index.lexical.term_idf(t)) for t in set(query_terms)]
     # A question's abbreviation is present where the sentence spells it out instead.
-    spelled = {terms.id_of(a): frozenset(terms.id_of(t) for t in e)
-               for a, e in want.spelled_out}
-    undefined = {terms.id_of(term): token for token, term in want.undefined}
+    spelled = {asked(a): frozenset(terms.id_of(t) for t in e) for a, e in want.spelled_out}
+    undefined = {asked(term): token for token, term in want.undefined}
     # ... and the question's spelled-out form is present where the sentence abbreviates it.
-    short = {terms.id_of(a): frozenset(terms.id_of(t) for t in e) for a, e in want.abbreviated}
+    short = {terms.id_of(a): frozenset(asked(t) for t in e) for a, e in want.abbreviated}
+    short.pop(-1, None)
     # A question term is answered by its negation too: "paid?" by "unpaid".
-    negated = {terms.id_of(p + t): terms.id_of(t) for t in set(query_terms)
-               for p in ("un", "non")}
+    negated = {terms.id_of(p + t): asked(t) for t in set(query_terms) for p in ("un", "non")}
     negated.pop(-1, None)
     for h, hit in enumerate(hits):
         chunk = index.chunks[hit.chunk]
