@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from service.http.api import AskRequest, _response
+from service.http.identity import ANONYMOUS
 from service.index import lexical
 from service.index.encoder import describe_model
 from service.qa.answer import compose_answer
@@ -48,7 +49,8 @@ def breakdown(index_dir: Path, questions: Sequence[str], repeat: int = 20) -> di
         "retrieve (both, fused, deduped)": lambda q: retrieve(index, vectors[q], terms[q], 3),
         "sentence scoring + compose": lambda q: compose_answer(index, vectors[q], terms[q],
                                                                hits[q]),
-        "response JSON": lambda q: _response(q, answers[q], snap, time.perf_counter()),
+        "response JSON": lambda q: _response(q, answers[q], snap, time.perf_counter(), None,
+                                             "/api/ask", "default", ANONYMOUS),
         "whole answer, request order": lambda q: snap.ask(q, 3),
     }
     return {name: _median_us(step, questions, repeat) for name, step in steps.items()}
