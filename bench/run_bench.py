@@ -36,7 +36,11 @@ from bench import http_load, scale  # noqa: E402
 from bench.breakdown import breakdown  # noqa: E402
 from bench.server import Server  # noqa: E402
 from service.index.encoder import OnnxEncoder, describe_model, export_onnx  # noqa: E402
-from service.index.indexing import embedding_input, encoder_folder  # noqa: E402
+from service.index.indexing import (  # noqa: E402
+    embedding_input,
+    encoder_folder,
+    titles_distinguish,
+)
 from service.qa.retrieval import load_index  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
@@ -203,7 +207,7 @@ def raw_encode(index_dir: Path) -> dict[str, Any]:
     model = describe_model(None)
     encoder = OnnxEncoder(encoder_folder(index_dir, OnnxEncoder.kind, model), model,
                           settings.build_threads)
-    titled = len(index.documents) > 1
+    titled = titles_distinguish(len(index.documents))
     texts = [embedding_input(index.documents[c.doc_id], c, titled=titled)[0]
              for c in index.chunks]
     started = time.perf_counter()

@@ -113,6 +113,12 @@ def embedding_input(doc: Document, chunk: Chunk, view: str | None = None, *,
                                                     for s, e in chunk.sentences]
 
 
+def titles_distinguish(documents: int) -> bool:
+    """Whether titles join the passages' context: a title every passage shares (a corpus of
+    one document) only dilutes them."""
+    return documents > 1
+
+
 def _table_header(doc: Document, chunk: Chunk, view: str) -> str:
     """The header row of the Markdown table a chunk starts inside ('' if none)."""
     if not markup.is_markdown(doc.id):
@@ -318,9 +324,7 @@ def plan_build(settings: Settings, docs: list[Document], model: ModelInfo, kind:
     chunks = [c for d in docs for c in split(d, settings.chunk_chars, views[d.id])]
     if not chunks:
         raise BuildError("the documents contain no text to index")
-    # A title every passage shares only dilutes them: titles join the context with two or
-    # more documents.
-    titled = len(by_id) > 1
+    titled = titles_distinguish(len(by_id))
     inputs = [embedding_input(by_id[c.doc_id], c, views[c.doc_id], titled=titled)
               for c in chunks]
     keys = [_chunk_key(model, kind, text, spans) for text, spans in inputs]
