@@ -27,6 +27,7 @@ from service.index.encoder import ModelInfo, OnnxEncoder, describe_model
 from service.index.indexing import build_index, encoder_folder, open_encoder
 from service.settings import Settings
 from tests.fakes import FakeEncoder as FakeEncoder  # re-exported for the test modules
+from tests.tokens import Key, ec_key, rsa_key
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_CORPUS = ROOT / "corpus"
@@ -264,3 +265,14 @@ def start_service(env: dict[str, str], log: Path,
         time.sleep(0.1)
     proc.kill()
     raise AssertionError(f"the service did not become ready:\n{log.read_text()}")
+
+
+# Signing keys for the identity tests (tests/tokens.py makes them; one of each per module).
+@pytest.fixture(scope="module")
+def rsa() -> Key:
+    return rsa_key()
+
+
+@pytest.fixture(scope="module")
+def ec() -> Key:
+    return ec_key()

@@ -31,7 +31,6 @@ from tests.tokens import (
     Key,
     b64,
     claims,
-    ec_key,
     forge,
     rsa_key,
     sign,
@@ -54,16 +53,6 @@ def base(tmp_path_factory: pytest.TempPathFactory, encoder: FakeEncoder) -> Sett
                         reload_interval=0, data_dir=folder / "data")
     build_index(settings, encoder=encoder)
     return settings
-
-
-@pytest.fixture(scope="module")
-def rsa() -> Key:
-    return rsa_key()
-
-
-@pytest.fixture(scope="module")
-def ec() -> Key:
-    return ec_key()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from service.http.jwks import (
     fetch,
     parse_jwks,
 )
-from tests.tokens import JwksServer, Key, ec_key, rsa_key
+from tests.tokens import JwksServer, Key, ec_key
 
 
 class Clock:
@@ -27,16 +27,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(scope="module")
-def rsa() -> Key:
-    return rsa_key()
-
-
-@pytest.fixture(scope="module")
-def ec() -> Key:
-    return ec_key()
 
 
 @pytest.fixture
