@@ -57,10 +57,16 @@ def split_of(qid: str) -> str:
     return "dev" if hashlib.sha256(qid.encode()).digest()[0] % 2 == 0 else "held-out"
 
 
+# What the evaluation measures: the product's defaults, whatever QA_* the shell has set, except
+# the chunk size when `--chunk-chars` asks for another (for comparing sizes).
+CHUNK_CHARS = Settings.model_fields["chunk_chars"].default
+
+
 def build(corpus: Path, index: Path, encoder: str = "onnx-int8") -> float:
     """Build through the CLI, as users do; returns seconds (an unchanged corpus is a no-op)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("QA_")}
-    env.update({"HF_HUB_OFFLINE": "1", "QA_ENCODER": encoder})
+    env.update({"HF_HUB_OFFLINE": "1", "QA_ENCODER": encoder,
+                "QA_CHUNK_CHARS": str(CHUNK_CHARS)})
     started = time.perf_counter()
     subprocess.run([sys.executable, str(ROOT / "scripts" / "build_index.py"), "--corpus",
                     str(corpus), "--index", str(index)], check=True, env=env,
@@ -69,7 +75,8 @@ def build(corpus: Path, index: Path, encoder: str = "onnx-int8") -> float:
 
 
 def open_snapshot(corpus: Path, index: Path, encoder: str = "onnx-int8") -> Snapshot:
-    settings = Settings(corpus_dir=corpus, index_dir=index, encoder=encoder)  # type: ignore[arg-type]
+    settings = Settings(corpus_dir=corpus, index_dir=index, encoder=encoder,  # type: ignore[arg-type]
+                        chunk_chars=CHUNK_CHARS)
     engine = Engine(settings, describe_model(settings.model_dir))
     return engine.load()
 
@@ -308,6 +315,7 @@ def to_json(figures: dict[str, dict[str, Figures]]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    global CHUNK_CHARS
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--skip-scifact", action="store_true")
     parser.add_argument("--only", choices=["article", "tts", "scifact"], action="append",
@@ -316,7 +324,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="keep built indexes here and reuse them (default: a temp folder)")
     parser.add_argument("--misses", action="store_true", help="list every miss")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--chunk-chars", type=int, default=CHUNK_CHARS,
+                        help="longest passage (default: the product's); use a fresh --work")
     args = parser.parse_args(argv)
+    # Settings read the environment for what is not passed: a QA_* variable in the shell must
+    # not change what is measured.
+    for name in [k for k in os.environ if k.startswith("QA_")]:
+        del os.environ[name]
+    CHUNK_CHARS = args.chunk_chars
     wanted = set(args.only or ["article", "tts", "scifact"])
     if args.skip_scifact:
         wanted.discard("scifact")
