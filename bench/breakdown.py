@@ -15,7 +15,7 @@ from service.index import lexical
 from service.index.encoder import describe_model
 from service.qa.answer import compose_answer
 from service.qa.engine import Engine
-from service.qa.retrieval import CANDIDATES, retrieve
+from service.qa.retrieval import CANDIDATES, dense_candidates, retrieve
 from service.settings import Settings
 
 
@@ -44,7 +44,7 @@ def breakdown(index_dir: Path, questions: Sequence[str], repeat: int = 20) -> di
         "validate request": lambda q: AskRequest.model_validate({"question": q, "top_k": 3}),
         "encode": lambda q: snap.encoder.encode_queries([q]),
         "lexical terms": lambda q: lexical.terms(q),
-        "dense search (FAISS)": lambda q: index.dense.search(vectors[q].reshape(1, -1), n),
+        "dense search (FAISS)": lambda q: dense_candidates(index, vectors[q], n),
         "BM25 top-50": lambda q: index.lexical.top(terms[q], n),
         "retrieve (both, fused, deduped)": lambda q: retrieve(index, vectors[q], terms[q], 3),
         "sentence scoring + compose": lambda q: compose_answer(index, vectors[q], terms[q],

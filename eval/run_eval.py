@@ -37,6 +37,7 @@ from service.index import lexical  # noqa: E402
 from service.index.encoder import describe_model  # noqa: E402
 from service.qa.conversation import standalone_query  # noqa: E402
 from service.qa.engine import Engine, Snapshot  # noqa: E402
+from service.qa.retrieval import dense_candidates  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 K = 3
@@ -93,8 +94,7 @@ def ours(snap: Snapshot, query: str, k: int) -> list[int]:
 
 def plain_dense(snap: Snapshot, query: str, k: int) -> list[int]:
     vector = snap.encoder.encode_queries([query])[0]
-    _, ids = snap.index.dense.search(vector.reshape(1, -1), k)
-    return [int(i) for i in ids[0] if i >= 0]
+    return [int(i) for i in dense_candidates(snap.index, vector, k)]
 
 
 def plain_bm25(snap: Snapshot, query: str, k: int) -> list[int]:

@@ -1,4 +1,5 @@
-"""The dense index chosen by size (exact, then HNSW), recorded in the manifest, set up at load."""
+"""The dense index chosen by size (exact, HNSW, then IVF-PQ), recorded in the manifest, set up
+at load."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from service.index import indexing, lexical
 from service.index.indexing import build_index, dense_index
+from service.qa import retrieval
 from service.qa.retrieval import load_index, retrieve
 from service.settings import Settings
 from tests.conftest import FakeEncoder
@@ -94,3 +96,67 @@ def test_large_hnsw_searches_wider(monkeypatch: pytest.MonkeyPatch) -> None:
     assert large_record["dense_params"]["efSearch"] == indexing.HNSW_EF_SEARCH_LARGE
     graph: Any = faiss.downcast_index(large)
     assert graph.hnsw.efSearch == indexing.HNSW_EF_SEARCH_LARGE
+
+
+def _recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f) & set(t)) / len(t)
+                          for f, t in zip(found, truth, strict=True)]))
+
+
+def test_huge_sets_get_ivf_pq_and_its_shape_follows_the_size() -> None:
+    vectors = _clustered(3000)
+    index, record = dense_index(vectors, flat_max=100, ivfpq_min=3000)
+    lists, subquantizers, _ = indexing.ivf_pq_shape(3000, 32)
+    assert record == {"dense_index": "ivf-pq", "dense_params": {
+        "lists": lists, "subquantizers": subquantizers, "bits": indexing.IVFPQ_BITS,
+        "nprobe": indexing.IVFPQ_NPROBE, "refine": indexing.IVFPQ_REFINE}}
+    inverted: Any = faiss.downcast_index(index)
+    assert index.ntotal == 3000 and inverted.nprobe == indexing.IVFPQ_NPROBE
+    # About 4 sqrt(n) lists as a power of two, one sub-quantizer per 8 dimensions, and never
+    # fewer than 39 training vectors per centroid.
+    assert indexing.ivf_pq_shape(10_000_000, 384)[:2] == (16384, 48)
+    assert indexing.ivf_pq_shape(1_000_000, 384)[:2] == (4096, 48)
+    for n in (3000, 20_000, 1_000_000):
+        lists, _, train = indexing.ivf_pq_shape(n, 384)
+        assert train <= n and train >= min(n, 39 * lists)
+        assert lists & (lists - 1) == 0
+
+
+def test_ivf_pq_candidates_are_rescored_exactly(tmp_path: Path, fake_encoder: FakeEncoder,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # Through the builder and the loader, with codes small enough for 30 passages.
+    monkeypatch.setattr(indexing, "FLAT_MAX", 5)
+    monkeypatch.setattr(indexing, "IVFPQ_MIN", 10)
+    monkeypatch.setattr(indexing, "IVFPQ_BITS", 4)
+    settings = Settings(corpus_dir=corpus(tmp_path), index_dir=tmp_path / "index")
+    build_index(settings, encoder=fake_encoder)
+    index = load_index(settings.index_dir)
+    assert index.manifest["dense_index"] == "ivf-pq"
+    inverted: Any = faiss.downcast_index(index.dense)
+    assert inverted.nprobe == indexing.IVFPQ_NPROBE
+    queries = fake_encoder.encode_queries([f"Who manages budget number {i}?" for i in range(30)])
+    exact = index.vectors @ queries.T
+    for column, query in enumerate(queries):
+        found = retrieval.dense_candidates(index, query, 5)
+        # Refined: in exact order, and the true nearest first (the coarse codes alone need not).
+        scores = exact[found, column]
+        assert list(scores) == sorted(scores, reverse=True)
+        assert found[0] == int(np.argmax(exact[:, column]))
+    question = "Who manages budget number 12?"
+    hits = retrieve(index, fake_encoder.encode_queries([question])[0], lexical.terms(question), 3)
+    assert index.chunks[hits[0].chunk].doc_id == "note12.txt"
+
+
+def test_refined_ivf_pq_keeps_recall_where_codes_alone_lose_it() -> None:
+    # As retrieval asks: 50 candidates, of which the first 10 are compared with exact search.
+    vectors, queries = _clustered(4000, dimension=64), _clustered(60, dimension=64, seed=1)
+    index, record = dense_index(vectors, flat_max=100, ivfpq_min=4000)
+    exact = faiss.IndexFlatIP(vectors.shape[1])
+    exact.add(vectors)
+    _, truth = exact.search(queries, 10)
+    _, coarse = index.search(queries, 10)
+    refined = np.stack([retrieval.refined_search(index, vectors, q, 50,
+                                                 record["dense_params"]["refine"])[:10]
+                        for q in queries])
+    assert _recall(refined, truth) >= 0.95
+    assert _recall(coarse, truth) < 0.8

@@ -59,7 +59,8 @@ def test_two_workers_reload_and_count_together(tmp_path: Path, real_encoder_dir:
         # answered some (bounded, so a launcher that starts one worker still fails).
         with ThreadPoolExecutor(8) as pool:
             for _ in range(50):
-                assert {r.status_code for r in pool.map(lambda _: ask_fresh(url), range(8))} == {200}
+                statuses = {r.status_code for r in pool.map(lambda _: ask_fresh(url), range(8))}
+                assert statuses == {200}
                 sent += 8
                 counts = per_worker()
                 if len(counts) == 2 and min(counts) > 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -63,6 +64,16 @@ FLAT_MAX = 10_000
 # 64, 0.93 with 128, 0.966 with 256, 0.987 with 512; so 256 from 50k on.
 HNSW_M, HNSW_EF_CONSTRUCTION = 32, 80
 HNSW_EF_SEARCH, HNSW_EF_SEARCH_LARGE, HNSW_LARGE = 64, 256, 50_000
+# From IVFPQ_MIN passages on, an inverted file over product-quantized codes (IVF-PQ): HNSW's
+# search walks the full vectors (1.5 KB each: 15 GB at 10M, to be kept in the page cache) and
+# its graph (~0.3 KB each) is read into every worker, while IVF-PQ keeps 48 bytes a passage in
+# memory and reads full vectors only to re-score its best candidates (IVFPQ_REFINE times the
+# candidates asked for, exactly, from the mapped vectors file). Lists: about 4 sqrt(n), a power
+# of two; IVFPQ_NPROBE of them searched. Recall measured by bench/ivfpq.py (README, "Big
+# corpora"): the refine step is what keeps it >= 0.95.
+IVFPQ_MIN = 5_000_000
+IVFPQ_NPROBE, IVFPQ_REFINE, IVFPQ_BITS = 64, 4, 8
+IVFPQ_TRAIN_PER_LIST = 64
 
 
 # Passages embedded in this process per call to the encoder (whole batches).
@@ -458,15 +469,18 @@ def _embed(settings: Settings, model: ModelInfo, kind: str, index_dir: Path,
             part = []
 
 
-def dense_index(vectors: np.ndarray, threads: int = 1,
-                flat_max: int | None = None) -> tuple[Any, dict[str, Any]]:
+def dense_index(vectors: np.ndarray, threads: int = 1, flat_max: int | None = None,
+                ivfpq_min: int | None = None) -> tuple[Any, dict[str, Any]]:
     """The FAISS index over these unit vectors and its manifest record: exact inner product up
-    to `flat_max` (default FLAT_MAX) vectors, HNSW above, built on `threads` threads."""
+    to `flat_max` (default FLAT_MAX) vectors, HNSW above, IVF-PQ from `ivfpq_min` (default
+    IVFPQ_MIN) on, built on `threads` threads."""
     n, dimension = vectors.shape
     if n <= (FLAT_MAX if flat_max is None else flat_max):
         flat = faiss.IndexFlatIP(dimension)
         flat.add(vectors)
         return flat, {"dense_index": "flat-ip"}
+    if n >= (IVFPQ_MIN if ivfpq_min is None else ivfpq_min):
+        return ivf_pq(vectors, threads)
     hnsw = faiss.IndexHNSWFlat(dimension, HNSW_M, faiss.METRIC_INNER_PRODUCT)
     hnsw.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
     hnsw.hnsw.efSearch = ef_search = HNSW_EF_SEARCH if n <= HNSW_LARGE else HNSW_EF_SEARCH_LARGE
@@ -479,6 +493,42 @@ def dense_index(vectors: np.ndarray, threads: int = 1,
         faiss.omp_set_num_threads(previous)
     return hnsw, {"dense_index": "hnsw", "dense_params": {
         "M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION, "efSearch": ef_search}}
+
+
+def ivf_pq_shape(n: int, dimension: int) -> tuple[int, int, int]:
+    """Lists, sub-quantizers and training vectors for `n` vectors: about 4 sqrt(n) lists (a
+    power of two), one sub-quantizer per 8 dimensions (48 bytes a vector at 384), and enough
+    training vectors for both k-means (at least 39 per centroid, FAISS's floor)."""
+    lists = 1 << max(4, min(round(math.log2(4 * math.sqrt(n))), int(math.log2(max(16, n // 39)))))
+    subquantizers = max(d for d in range(1, max(1, dimension // 8) + 1) if dimension % d == 0)
+    train = min(n, max(IVFPQ_TRAIN_PER_LIST * lists, 39 * (1 << IVFPQ_BITS)))
+    return lists, subquantizers, train
+
+
+def ivf_pq(vectors: np.ndarray, threads: int = 1, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+    """IVF-PQ over these unit vectors (inner product), trained on an evenly spread sample."""
+    n, dimension = vectors.shape
+    lists, subquantizers, train = ivf_pq_shape(n, dimension)
+    quantizer = faiss.IndexFlatIP(dimension)
+    index = faiss.IndexIVFPQ(quantizer, dimension, lists, subquantizers, IVFPQ_BITS,
+                             faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = index.pq.cp.seed = seed
+    sample = np.ascontiguousarray(vectors[np.linspace(0, n - 1, train).astype(np.int64)],
+                                  dtype=np.float32)
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(threads)
+    try:
+        index.train(sample)
+        del sample
+        for lo in range(0, n, EMBED_SLICE * 16):  # added in slices: vectors may be mapped
+            index.add(np.ascontiguousarray(vectors[lo : lo + EMBED_SLICE * 16],
+                                           dtype=np.float32))
+    finally:
+        faiss.omp_set_num_threads(previous)
+    index.nprobe = IVFPQ_NPROBE
+    return index, {"dense_index": "ivf-pq", "dense_params": {
+        "lists": lists, "subquantizers": subquantizers, "bits": IVFPQ_BITS,
+        "nprobe": IVFPQ_NPROBE, "refine": IVFPQ_REFINE}}
 
 
 def _chunk_key(model: ModelInfo, kind: str, text: str, spans: list[tuple[int, int]]) -> str:

@@ -127,6 +127,9 @@ def load_index(index_dir: Path, version: str | None = None) -> SearchIndex:
     if manifest.get("dense_index") == "hnsw":
         graph: Any = faiss.downcast_index(dense)
         graph.hnsw.efSearch = int(manifest["dense_params"]["efSearch"])
+    elif manifest.get("dense_index") == "ivf-pq":
+        inverted: Any = faiss.downcast_index(dense)
+        inverted.nprobe = int(manifest["dense_params"]["nprobe"])
     return SearchIndex(version, manifest, documents, views, chunks, vectors, dense,
                        sentence_vectors,
                        ptr, lex, words, sentence_terms, learned)
@@ -145,10 +148,10 @@ def retrieve(index: SearchIndex, query_vector: np.ndarray, query_terms: list[str
     """The k best distinct passages: dense and BM25 candidates, each score scaled by its best
     candidate's, blended, then near-duplicates of better passages dropped."""
     n = min(candidates, len(index.chunks))
-    _, dense_ids = index.dense.search(query_vector.reshape(1, -1).astype(np.float32), n)
+    dense_ids = dense_candidates(index, query_vector, n)
     lex_all = index.lexical.scores(query_terms)
     lex_ids, _ = lexical.best(lex_all, n)
-    pool = np.unique(np.concatenate([dense_ids[0][dense_ids[0] >= 0], lex_ids]))
+    pool = np.unique(np.concatenate([dense_ids, lex_ids]))
     if len(pool) == 0:
         return []
     dense = index.vectors[pool] @ query_vector
@@ -175,6 +178,28 @@ def retrieve(index: SearchIndex, query_vector: np.ndarray, query_terms: list[str
         if len(hits) == k:
             break
     return hits
+
+
+def dense_candidates(index: SearchIndex, query_vector: np.ndarray, n: int) -> np.ndarray:
+    """The `n` passages nearest the question by the dense index. A compressed index (IVF-PQ)
+    is asked for `refine` times more, re-scored exactly with the stored vectors."""
+    params = index.manifest.get("dense_params", {})
+    refine = int(params.get("refine", 1)) if index.manifest.get("dense_index") == "ivf-pq" else 1
+    return refined_search(index.dense, index.vectors, query_vector, n, refine)
+
+
+def refined_search(dense: Any, vectors: np.ndarray, query_vector: np.ndarray, n: int,
+                   refine: int = 1) -> np.ndarray:
+    """The `n` best ids from `dense`; with `refine` > 1, the best n of n * refine candidates by
+    their exact inner product with `vectors` (rows read in file order)."""
+    query = query_vector.reshape(1, -1).astype(np.float32)
+    _, found = dense.search(query, min(n * refine, dense.ntotal))
+    ids: np.ndarray = found[0][found[0] >= 0]
+    if refine > 1 and len(ids) > n:
+        ids = np.sort(ids)
+        exact = np.asarray(vectors[ids], dtype=np.float32) @ query_vector
+        ids = ids[np.argsort(-exact, kind="stable")[:n]]
+    return ids
 
 
 def best_sentence_cosines(index: SearchIndex, chunks: np.ndarray,
