@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -67,6 +69,9 @@ class Settings(BaseSettings):
     # Where worker processes keep their metric files (prometheus_client's own variable, which
     # it reads too); the launcher makes a temporary one for QA_WORKERS > 1.
     metrics_dir: Path | None = Field(default=None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
+    # Where the serving encoder is saved prepared for this machine, its weights in a file every
+    # worker maps (service.index.prepared); empty: each process prepares its own copy.
+    encoder_cache_dir: Path | None = Field(default_factory=lambda: default_encoder_cache())
 
     recording: bool = True
     data_dir: Path = Path("data")
@@ -84,7 +89,7 @@ class Settings(BaseSettings):
             return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("collections_file", mode="before")
+    @field_validator("collections_file", "encoder_cache_dir", mode="before")
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -137,6 +142,11 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("QA_ADMIN_TOKEN must be at least 32 characters (or unset)")
         return value
+
+
+def default_encoder_cache() -> Path:
+    """A folder of this user's in the system's temporary folder."""
+    return Path(tempfile.gettempdir()) / f"cited-qa-encoders-{os.getuid()}"
 
 
 class InvalidSettings(ValueError):

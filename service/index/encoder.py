@@ -157,9 +157,14 @@ class OnnxEncoder:
 
     kind = "onnx-int8"
 
-    def __init__(self, folder: Path, model: ModelInfo, threads: int = 1) -> None:
+    def __init__(self, folder: Path, model: ModelInfo, threads: int = 1,
+                 prepared_in: Path | None = None) -> None:
+        """`prepared_in`: a folder where the model is saved prepared for this machine and
+        mapped from there, one copy for every process (service.index.prepared)."""
         import onnxruntime as ort
         from tokenizers import Tokenizer
+
+        from service.index.prepared import prepared_model
 
         info = _read_json(folder / INFO_FILE)
         if info.get("model_fingerprint") != model.fingerprint:
@@ -174,10 +179,16 @@ class OnnxEncoder:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        source = folder / ONNX_FILE
+        prepared = prepared_model(source, prepared_in) if prepared_in is not None else None
+        if prepared is not None:
+            # Optimized when it was saved: opening it only maps the weights.
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        self.prepared = prepared
         # One single-threaded session per thread, each on its own passages: faster here than
         # one session with more intra-op threads, and serving (one thread) wakes no other.
         self._sessions = [
-            ort.InferenceSession(str(folder / ONNX_FILE), options,
+            ort.InferenceSession(str(prepared or source), options,
                                  providers=["CPUExecutionProvider"])
             for _ in range(max(1, threads))
         ]

@@ -132,7 +132,8 @@ class Engine:
             try:
                 return self._encoders.get(
                     (str(kind), *sorted(f"{n}={d}" for n, d in files.items())),
-                    lambda: OnnxEncoder(folder, self.model, threads=1))
+                    lambda: OnnxEncoder(folder, self.model, threads=1,
+                                       prepared_in=self.settings.encoder_cache_dir))
             except EncoderError as exc:
                 raise store.IndexUnavailable(str(exc)) from exc
         if kind == TorchEncoder.kind:
