@@ -1,10 +1,21 @@
 """Serve with uvicorn in QA_WORKERS processes: the app factory, the worker count and a shared
-metrics folder come from here; every other argument goes to uvicorn unchanged."""
+metrics folder come from here; every other argument goes to uvicorn unchanged.
+
+With several workers, uvicorn's own supervisor runs them, but forked from a parent that has
+already imported what every worker imports (numpy, FAISS, onnxruntime, FastAPI, the service's
+modules) instead of spawned fresh: the workers share those pages with the parent and with each
+other until they write to them. Each worker still builds its own app after the fork (the ONNX
+session and its threads, the index, the reload watcher): nothing with a thread or a lock is
+made before it."""
 
 from __future__ import annotations
 
+import gc
+import importlib
+import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -13,11 +24,19 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import uvicorn._subprocess  # noqa: E402
 from uvicorn.main import main as uvicorn_cli  # noqa: E402
+from uvicorn.supervisors.multiprocess import SIGNALS  # noqa: E402
 
 from service.settings import InvalidSettings, from_environment  # noqa: E402
 
 APP = "service.app:create_app"
+# Modules a worker imports while it starts and answers its first questions, beyond what the
+# app factory's module imports itself: the encoder's runtime and tokenizer, the HTTP protocol
+# and event loop uvicorn picks, the answer store's SQLite.
+PRELOAD = ("service.app", "onnxruntime", "tokenizers", "sqlite3", "uvloop", "httptools",
+           "uvicorn.protocols.http.h11_impl", "uvicorn.protocols.http.httptools_impl",
+           "uvicorn.protocols.websockets.auto", "uvicorn.lifespan.on", "uvicorn.loops.uvloop")
 
 
 def clear(folder: Path) -> None:
@@ -25,6 +44,31 @@ def clear(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for path in folder.glob("*.db"):
         path.unlink(missing_ok=True)
+
+
+def _in_worker() -> None:
+    # A forked worker inherits the supervisor's handlers (which queue the signal for the
+    # supervisor's loop, one the worker never runs); uvicorn's server sets its own for
+    # SIGINT and SIGTERM, and every other signal behaves as in a fresh process.
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    gc.enable()
+
+
+def prefork() -> None:
+    """Import the workers' modules here and have uvicorn fork its workers from this process.
+    The objects made by those imports are frozen out of the garbage collector, whose
+    bookkeeping would otherwise write to (and so copy) every page holding them in each
+    worker."""
+    # No collection in this process from here on: one would leave freed holes in the pages
+    # the workers share, and the workers' new objects would land in them (copying the pages).
+    gc.disable()
+    for name in PRELOAD:
+        importlib.import_module(name)
+    gc.freeze()
+    os.register_at_fork(after_in_child=_in_worker)
+    # uvicorn makes its worker processes with this multiprocessing context (spawn by default).
+    uvicorn._subprocess.spawn = multiprocessing.get_context("fork")  # type: ignore[assignment]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         # must be set before the workers import prometheus_client: they inherit it.
         made = tempfile.mkdtemp(prefix="qa-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = made
+    if settings.workers > 1:
+        prefork()
     try:
         uvicorn_cli.main(args=["--factory", APP, "--workers", str(settings.workers), *args],
                          prog_name="uvicorn", standalone_mode=False)

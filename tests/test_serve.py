@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ from prometheus_client.core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from scripts.serve import main
+from service.index import prepared
 from service.index.indexing import build_index
 from tests.conftest import SEED_CORPUS
 from tests.servers import real_index, service
@@ -33,6 +35,10 @@ def answered(metrics: Iterable[Metric]) -> float:
                if sample.name == "qa_answers_total")
 
 
+def children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
 def ask_fresh(url: str) -> httpx.Response:
     # A new connection each time, so the kernel spreads the requests over the workers.
     with httpx.Client(timeout=10) as client:
@@ -44,8 +50,21 @@ def test_two_workers_reload_and_count_together(tmp_path: Path, real_encoder_dir:
     shutil.copytree(SEED_CORPUS, corpus)
     settings = real_index(corpus, tmp_path / "index", real_encoder_dir)
     shared = tmp_path / "metrics"
-    env = {"QA_RATE_LIMIT": "0", "PROMETHEUS_MULTIPROC_DIR": str(shared)}
-    with service(settings, tmp_path, workers=2, env=env) as (url, _):
+    encoders = tmp_path / "encoders"
+    env = {"QA_RATE_LIMIT": "0", "PROMETHEUS_MULTIPROC_DIR": str(shared),
+           "QA_ENCODER_CACHE_DIR": str(encoders)}
+    with service(settings, tmp_path, workers=2, env=env) as (url, launcher):
+        workers = children(launcher.pid)
+        assert len(workers) == 2
+        for pid in workers:
+            # Forked from the launcher after its imports (a spawned worker runs another
+            # command line), and both workers map the one prepared encoder: started together,
+            # one made it and the other waited for it.
+            assert Path(f"/proc/{pid}/cmdline").read_bytes() == \
+                Path(f"/proc/{launcher.pid}/cmdline").read_bytes()
+        weights = [str(path) for path in encoders.glob(f"*/{prepared.WEIGHTS}")]
+        assert len(weights) == 1
+        assert all(weights[0] in Path(f"/proc/{pid}/maps").read_text() for pid in workers)
         first = ask_fresh(url).json()["index_version"]
         sent = 1
 
@@ -86,6 +105,11 @@ def test_two_workers_reload_and_count_together(tmp_path: Path, real_encoder_dir:
                 break
             time.sleep(0.2)
         assert versions == {report.version}
+
+        # SIGTERM: the workers finish and exit, then the launcher, cleanly.
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(30) == 0
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
 
 
 def test_a_bad_setting_stops_the_launcher_naming_it(
