@@ -125,6 +125,19 @@ class Server:
                     totals[f"{name.lower()}_mb"] += int(rest.split()[0]) / 1024
         return {k: round(v, 1) for k, v in totals.items()}
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU time the server's processes have used so far."""
+        ticks = 0
+        for pid in self.processes():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            # Fields after the command name (which may hold spaces): utime, stime are 14, 15.
+            fields = stat.rpartition(")")[2].split()
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
