@@ -57,7 +57,13 @@ test: lint
 eval: install
 	$(BIN)/python eval/run_eval.py
 
+# bench/workers.py loads the servers with wrk (Debian's package), installed here when missing
+# and run as root; without it that bench uses its Python load generator and says so.
 bench: install-dev
+	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  --no-install-recommends wrk >/dev/null; } \
+	  || echo "wrk is not installed (apt-get install wrk): bench/workers.py falls back to Python" >&2
 	$(BIN)/python bench/run_bench.py
 
 clean:

@@ -2,8 +2,9 @@
 
 Sections: latency at concurrency 1 against the bare encoder, throughput at concurrency 16 against
 a naive baseline, index build speed, cold start and memory, dense search at scale, then the index
-lifecycle and hardening figures when those modules are present, and what verifying a bearer
-token costs beside /api/ask's p50 (bench/auth.py). Servers are real uvicorn
+lifecycle, hardening, recording and WORKERS=2 against WORKERS=1 (bench/workers.py) figures when
+those modules are present, and what verifying a bearer token costs beside /api/ask's p50
+(bench/auth.py). Servers are real uvicorn
 subprocesses on loopback started as `make serve` starts them; load is bounded in time and count.
 """
 
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: bench.json in a new temporary folder)")
     parser.add_argument("--skip", nargs="*", default=[],
                         choices=["scale", "scale-1m", "lifecycle", "hardening", "scifact",
-                                 "formats", "webpages", "feedback", "auth"],
+                                 "formats", "webpages", "feedback", "workers", "auth"],
                         help="sections to leave out (for quick runs while developing)")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -107,7 +108,8 @@ def run_sections(figures: dict[str, Any], work: Path, skip: set[str]) -> None:
     for name, title in (("index_lifecycle", "index lifecycle"), ("hardening", "hardening"),
                         ("formats", "reading PDF and Word files"),
                         ("webpages", "reading web pages: main content without site chrome"),
-                        ("feedback", "recording and insights")):
+                        ("feedback", "recording and insights"),
+                        ("workers", "workers: WORKERS=2 against WORKERS=1")):
         if name.split("_")[-1] in skip or not (ROOT / "bench" / f"{name}.py").is_file():
             continue
         print(f"\n== {title} ==")
