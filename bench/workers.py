@@ -88,6 +88,10 @@ def measure(servers: dict[int, Server], load: Load, seconds: float,
         out[n] = {"workers": n, "cold_start_s": round(server.cold_start_s, 2),
                   "c16": ordered[len(ordered) // 2],
                   "rounds_rps": [r["rps"] for r in runs[n]],
+                  # Requests per second for each core the server kept busy: equal for both
+                  # means the workers lose nothing, and the ratio is the cores they got.
+                  "rps_per_server_core": round(sum(r["rps"] for r in runs[n])
+                                               / sum(r["server_cores"] for r in runs[n]), 1),
                   "rounds_server_cores": [r["server_cores"] for r in runs[n]],
                   "rounds_generator_cores": [r["generator_cores"] for r in runs[n]],
                   "failed": sum(r.get("failed", 0) for r in runs[n])}
