@@ -69,9 +69,16 @@ def test_two_workers_reload_and_count_together(tmp_path: Path, real_encoder_dir:
         sent = 1
 
         def per_worker() -> list[float]:
-            # Each worker keeps its own file of counts.
-            return [answered(MultiProcessCollector.merge([str(path)]))  # type: ignore[no-untyped-call]
-                    for path in sorted(shared.glob("counter_*.db"))]
+            # Each worker keeps its own file of counts. The middleware counts a request once
+            # its last byte is sent, so a reply can arrive a moment before its count is
+            # written: wait (bounded) for the counts to reach what was sent.
+            deadline = time.monotonic() + 5
+            while True:
+                counts = [answered(MultiProcessCollector.merge([str(path)]))  # type: ignore[no-untyped-call]
+                          for path in sorted(shared.glob("counter_*.db"))]
+                if sum(counts) >= sent or time.monotonic() > deadline:
+                    return counts
+                time.sleep(0.05)
 
         # The kernel hands a new connection to whichever worker accepts first, so one quick
         # worker can take a whole batch: send batches of eight at a time until both have
