@@ -130,8 +130,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         env = {**ENV, "QA_CORPUS_DIR": str(args.corpus), "QA_INDEX_DIR": str(index)}
 
         def server(n: int) -> Server:
-            return Server({**env, "QA_WORKERS": str(n)}, log=work / f"workers-{n}.log",
-                          extra_args=("--no-access-log",))
+            # Each server records its answers in its own store, as a deployment would (not
+            # in the repository's data/, and not in one SQLite file for both).
+            return Server({**env, "QA_WORKERS": str(n), "QA_DATA_DIR": str(work / f"data-{n}")},
+                          log=work / f"workers-{n}.log", extra_args=("--no-access-log",))
 
         servers = {n: server(n) for n in (1, 2)}
         try:
