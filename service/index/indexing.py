@@ -414,8 +414,8 @@ def _build(
         del stacked
         dense, dense_record = dense_index(vectors, settings.build_threads)
         faiss.write_index(dense, str(staging / DENSE))
-        lexical.save(lexical.build([lexical_terms(by_id[c.doc_id], c, views[c.doc_id])
-                                    for c in chunks]), staging)
+        lexical.save(lexical.build(lexical_terms(by_id[c.doc_id], c, views[c.doc_id])
+                                   for c in chunks), staging)
         seen = {d.id: Document(d.id, d.title, views[d.id]) for d in docs}
         termsets.save(staging, termsets.passage_words(seen, chunks),
                       termsets.sentence_terms(seen, chunks))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from array import array
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -40,29 +41,80 @@ def terms(text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class LexicalIndex:
-    """Term-major postings with each (term, passage) BM25 weight precomputed."""
+    """Term-major postings with each (term, passage) BM25 weight precomputed; each term's
+    postings are in passage order."""
 
     vocabulary: dict[str, int]
     indptr: np.ndarray  # int64, len(vocabulary) + 1
-    postings: np.ndarray  # int32 passage numbers
+    postings: np.ndarray  # int32 passage numbers, ascending within a term
     weights: np.ndarray  # float32 BM25 weights
     idf: np.ndarray  # float32 per term
     size: int  # number of passages
+    maxweights: np.ndarray  # float32 per term: its highest weight in any passage
+
+    def _ids(self, query_terms: Sequence[str]) -> list[int]:
+        """The query's known terms, once each, in the order every scorer below adds them (so
+        a passage's score is the same float whichever computes it)."""
+        return [tid for tid in (self.vocabulary.get(t) for t in dict.fromkeys(query_terms))
+                if tid is not None]
 
     def scores(self, query_terms: Sequence[str]) -> np.ndarray:
-        """BM25 score of every passage for the query (zeros where no term matches)."""
+        """BM25 score of every passage for the query (zeros where no term matches): the
+        exhaustive walk, one array the size of the corpus."""
         out = np.zeros(self.size, dtype=np.float32)
-        for term in set(query_terms):
-            tid = self.vocabulary.get(term)
-            if tid is not None:
-                lo, hi = self.indptr[tid], self.indptr[tid + 1]
-                out[self.postings[lo:hi]] += self.weights[lo:hi]
+        for tid in self._ids(query_terms):
+            lo, hi = self.indptr[tid], self.indptr[tid + 1]
+            out[self.postings[lo:hi]] += self.weights[lo:hi]
+        return out
+
+    def score_of(self, query_terms: Sequence[str], passages: np.ndarray) -> np.ndarray:
+        """BM25 scores of the given passages only, equal to `scores(query_terms)[passages]`:
+        each term's postings are searched for them (they are in passage order)."""
+        return self._score_ids(self._ids(query_terms), np.asarray(passages, dtype=np.int64))
+
+    def _score_ids(self, tids: Sequence[int], passages: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(passages), dtype=np.float32)
+        for tid in tids:
+            lo, hi = int(self.indptr[tid]), int(self.indptr[tid + 1])
+            column = self.postings[lo:hi]
+            at = np.searchsorted(column, passages)
+            found = at < hi - lo
+            found[found] = column[at[found]] == passages[found]
+            out[found] += self.weights[lo + at[found]]
         return out
 
     def top(self, query_terms: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Indices and scores of the k best passages with a positive score, best first."""
-        return best(self.scores(query_terms), k)
+        """Indices and scores of the k best passages with a positive score, best first (ties
+        by passage order): exactly what ranking `scores()` gives, mostly without walking the
+        common terms' long postings (MaxScore, Turtle and Flood 1995).
 
+        Terms join the walked ("essential") set highest maximum weight first. A passage none
+        of them contains can score at most the sum of the other terms' maximum weights; once
+        the k-th best of the passages they do contain (scored in full, the other terms looked
+        up by binary search) beats that sum, no passage outside can enter the top k. When the
+        candidates grow past PRUNE_SHARE of the corpus first, every posting is walked."""
+        tids = self._ids(query_terms)
+        k = min(k, self.size)
+        if not tids or k <= 0:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        walk = sorted(tids, key=lambda t: -float(self.maxweights[t]))
+        # What a passage outside the candidates can still score, with room for float32
+        # rounding in the sums.
+        bounds = np.cumsum([float(self.maxweights[t]) for t in walk[::-1]])[::-1]
+        limit = max(int(self.size * PRUNE_SHARE), k)
+        candidates = np.empty(0, np.int64)
+        for j, tid in enumerate(walk):
+            lo, hi = self.indptr[tid], self.indptr[tid + 1]
+            candidates = np.union1d(candidates, self.postings[lo:hi])
+            if len(candidates) > limit:
+                break
+            rest = float(bounds[j + 1]) if j + 1 < len(walk) else 0.0
+            if len(candidates) < k and rest > 0:
+                continue
+            values = self._score_ids(tids, candidates)
+            if rest == 0 or _kth(values, k) > rest * (1 + 1e-5):
+                return _ranked(candidates, values, k)
+        return best(self.scores(query_terms), k)
 
     def term_idf(self, term: str) -> float:
         """IDF of a term; one the corpus never uses weighs as much as a typical corpus term: it
@@ -74,12 +126,37 @@ class LexicalIndex:
         return float(self.idf.mean()) if len(self.idf) else 1.0
 
 
+# `top` walks every posting once its candidates pass this share of the passages: scoring them
+# by binary search would cost more than the walk.
+PRUNE_SHARE = 0.05
+
+
+def _kth(values: np.ndarray, k: int) -> float:
+    """The k-th highest value (0 with fewer than k)."""
+    if len(values) < k:
+        return 0.0
+    return float(np.partition(values, len(values) - k)[len(values) - k])
+
+
+def _ranked(ids: np.ndarray, values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k highest positive values of `values` with their `ids` (ascending), best first, ties
+    in id order."""
+    keep = values > 0
+    ids, values = ids[keep], values[keep]
+    if k < len(values):
+        kth = np.partition(values, len(values) - k)[len(values) - k]
+        keep = values >= kth
+        ids, values = ids[keep], values[keep]
+    order = np.lexsort((ids, -values))[:k]
+    return ids[order].astype(np.int64), values[order]
+
+
 # Above this many passages, `best` looks only at the passages with a score.
 SPARSE_OVER = 200_000
 
 
 def best(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and values of the k highest positive scores, highest first."""
+    """Indices and values of the k highest positive scores, highest first, ties in index order."""
     k = min(k, len(scores))
     if k <= 0:
         return np.empty(0, np.int64), np.empty(0, np.float32)
@@ -87,51 +164,55 @@ def best(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         # On a large corpus a question's terms touch a small part of it: choose among those
         # (partitioning a million scores took ~5 ms, finding the non-zero ones ~0.5 ms).
         touched = np.flatnonzero(scores)
-        if k < len(touched):
-            touched = touched[np.argpartition(-scores[touched], k - 1)[:k]]
-        idx = touched[np.argsort(-scores[touched], kind="stable")]
-        return idx, scores[idx]
-    # argpartition first: a full sort of every passage costs far more on large corpora.
-    idx = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-    idx = idx[np.argsort(-scores[idx], kind="stable")]
-    idx = idx[scores[idx] > 0]
-    return idx, scores[idx]
+        return _ranked(touched, scores[touched], k)
+    return _ranked(np.arange(len(scores)), scores, k)
 
 
-def build(passages: Sequence[Sequence[str]], k1: float = 1.2, b: float = 0.75) -> LexicalIndex:
-    """BM25 (Lucene's idf) over passages given as term lists."""
-    counts = [Counter(p) for p in passages]
-    lengths = np.array([len(p) for p in passages], dtype=np.float32)
-    avg = float(lengths.mean()) if len(passages) and lengths.mean() > 0 else 1.0
+def build(passages: Iterable[Sequence[str]], k1: float = 1.2, b: float = 0.75) -> LexicalIndex:
+    """BM25 (Lucene's idf) over passages given as term lists, read once: each passage is kept
+    as term ids and counts in flat arrays (a million passages' term lists as Python strings
+    would take gigabytes), then the postings are sorted into term order in numpy."""
     vocabulary: dict[str, int] = {}
-    columns: list[list[tuple[int, int]]] = []
-    for pid, counter in enumerate(counts):
-        for term, tf in counter.items():
-            tid = vocabulary.setdefault(term, len(vocabulary))
-            if tid == len(columns):
-                columns.append([])
-            columns[tid].append((pid, tf))
-    n = len(passages)
+    term_ids, counts, sizes, lengths = array("i"), array("i"), array("i"), array("f")
+    for passage in passages:
+        counter = Counter(passage)
+        term_ids.extend(vocabulary.setdefault(term, len(vocabulary)) for term in counter)
+        counts.extend(counter.values())
+        sizes.append(len(counter))
+        lengths.append(len(passage))
+    n = len(sizes)
+    tids = np.frombuffer(term_ids, dtype=np.int32)
+    lengths_ = np.frombuffer(lengths, dtype=np.float32)
+    avg = float(lengths_.mean()) if n and lengths_.mean() > 0 else 1.0
+    # Stable: within a term, postings stay in passage order.
+    order = np.argsort(tids, kind="stable")
+    df = np.bincount(tids, minlength=len(vocabulary))
     indptr = np.zeros(len(vocabulary) + 1, dtype=np.int64)
-    indptr[1:] = np.cumsum([len(c) for c in columns])
-    postings = np.empty(int(indptr[-1]), dtype=np.int32)
-    weights = np.empty(int(indptr[-1]), dtype=np.float32)
-    idf = np.empty(len(vocabulary), dtype=np.float32)
-    for tid, column in enumerate(columns):
-        df = len(column)
-        idf[tid] = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
-        lo = indptr[tid]
-        for j, (pid, tf) in enumerate(column):
-            norm = k1 * (1.0 - b + b * lengths[pid] / avg)
-            postings[lo + j] = pid
-            weights[lo + j] = idf[tid] * tf * (k1 + 1.0) / (tf + norm)
-    return LexicalIndex(vocabulary, indptr, postings, weights, idf, n)
+    indptr[1:] = np.cumsum(df)
+    postings = np.repeat(np.arange(n, dtype=np.int32), np.frombuffer(sizes, dtype=np.int32))[order]
+    idf = np.array([math.log(1.0 + (n - d + 0.5) / (d + 0.5)) for d in df.tolist()],
+                   dtype=np.float32)
+    tf = np.frombuffer(counts, dtype=np.int32)[order].astype(np.float32)
+    norm = k1 * (1.0 - b + b * lengths_ / avg)
+    weights = idf[tids[order]] * tf * (k1 + 1.0) / (tf + norm[postings])
+    return LexicalIndex(vocabulary, indptr, postings, weights, idf, n,
+                        _maxweights(indptr, weights))
+
+
+def _maxweights(indptr: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(indptr) - 1, dtype=np.float32)
+    used = np.flatnonzero(np.diff(indptr) > 0)
+    if len(used):
+        out[used] = np.maximum.reduceat(weights, indptr[used])
+    return out
 
 
 FILES = ("lexical_vocabulary.json", "lexical_arrays.npz")
 # Separate .npy files (not the .npz versions before them had) so that loading maps them.
 ARRAYS = ("lexical_indptr.npy", "lexical_postings.npy", "lexical_weights.npy",
           "lexical_idf.npy")
+# Each term's highest weight, for pruning; versions before it get it computed at load.
+MAXWEIGHTS = "lexical_maxweights.npy"
 
 
 def save(index: LexicalIndex, folder: Path) -> list[Path]:
@@ -139,10 +220,11 @@ def save(index: LexicalIndex, folder: Path) -> list[Path]:
     terms_in_order = sorted(index.vocabulary, key=index.vocabulary.__getitem__)
     vocab_path.write_text(json.dumps({"size": index.size, "terms": terms_in_order}), "utf-8")
     paths = [folder / name for name in ARRAYS]
-    for path, array in zip(paths, (index.indptr, index.postings, index.weights, index.idf),
-                           strict=True):
-        np.save(path, array, allow_pickle=False)
-    return [vocab_path, *paths]
+    for path, values in zip(paths, (index.indptr, index.postings, index.weights, index.idf),
+                            strict=True):
+        np.save(path, values, allow_pickle=False)
+    np.save(folder / MAXWEIGHTS, index.maxweights, allow_pickle=False)
+    return [vocab_path, *paths, folder / MAXWEIGHTS]
 
 
 def load(folder: Path) -> LexicalIndex:
@@ -159,4 +241,12 @@ def load(folder: Path) -> LexicalIndex:
     vocabulary = {term: i for i, term in enumerate(meta["terms"])}
     if len(indptr) != len(vocabulary) + 1 or len(postings) != len(weights):
         raise ValueError("lexical index arrays do not match its vocabulary")
-    return LexicalIndex(vocabulary, indptr, postings, weights, idf, int(meta["size"]))
+    if (folder / MAXWEIGHTS).is_file():
+        maxweights = np.load(folder / MAXWEIGHTS, allow_pickle=False, mmap_mode="r").view(
+            np.ndarray)
+    else:
+        maxweights = _maxweights(indptr, weights)
+    if len(maxweights) != len(vocabulary):
+        raise ValueError("lexical index arrays do not match its vocabulary")
+    return LexicalIndex(vocabulary, indptr, postings, weights, idf, int(meta["size"]),
+                        maxweights)

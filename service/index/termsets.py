@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from array import array
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,7 +45,8 @@ class TermSets:
 
 def term_sets(groups: Iterable[Iterable[str]]) -> TermSets:
     ids: dict[str, int] = {}
-    ptr, members = [0], []
+    # Flat C arrays, not lists: a million passages' members as Python ints take gigabytes.
+    ptr, members = array("q", [0]), array("i")
     for group in groups:
         members.extend(sorted({ids.setdefault(t, len(ids)) for t in group}))
         ptr.append(len(members))

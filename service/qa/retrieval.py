@@ -149,13 +149,12 @@ def retrieve(index: SearchIndex, query_vector: np.ndarray, query_terms: list[str
     candidate's, blended, then near-duplicates of better passages dropped."""
     n = min(candidates, len(index.chunks))
     dense_ids = dense_candidates(index, query_vector, n)
-    lex_all = index.lexical.scores(query_terms)
-    lex_ids, _ = lexical.best(lex_all, n)
+    lex_ids, _ = index.lexical.top(query_terms, n)
     pool = np.unique(np.concatenate([dense_ids, lex_ids]))
     if len(pool) == 0:
         return []
     dense = index.vectors[pool] @ query_vector
-    lex = lex_all[pool]
+    lex = index.lexical.score_of(query_terms, pool)
     fused = DENSE_WEIGHT * dense / max(float(dense.max()), 1e-6)
     if lex.max() > 0:
         fused += LEXICAL_WEIGHT * lex / float(lex.max())
