@@ -354,8 +354,8 @@ def _build(
     shards); otherwise they are embedded here."""
     version = store.new_version_name()
     plan = plan_build(settings, docs, model, kind, index_dir, settings_hash)
-    by_id, views, chunks, inputs, keys = plan.by_id, plan.views, plan.chunks, plan.inputs, plan.keys
-    previous, todo = plan.previous, plan.todo
+    by_id, views, chunks, keys, previous = (plan.by_id, plan.views, plan.chunks, plan.keys,
+                                            plan.previous)
     report = BuildReport(version, True, len(docs), len(chunks),
                          skipped=[str(p) for p in problems])
     if previous:
@@ -366,52 +366,13 @@ def _build(
     else:
         report.added = [d.id for d in docs]
 
-    vectors = np.zeros((len(chunks), model.dimension), dtype=np.float32)
-    # Stored as float16 (as published) from the start: a million passages' sentence vectors
-    # in float32 would take several gigabytes while the build runs.
-    sentence_vectors: list[np.ndarray] = [np.empty(0, np.float16)] * len(chunks)
-    if previous is not None:
-        for i, key in enumerate(keys):
-            j = previous.keys.get(key)
-            if j is not None:
-                vectors[i] = previous.vectors[j]
-                lo, hi = previous.sentence_ptr[j], previous.sentence_ptr[j + 1]
-                sentence_vectors[i] = np.array(previous.sentence_vectors[lo:hi], np.float16)
-    report.reused, report.embedded = len(chunks) - len(todo), len(todo)
-
-    def keep(rows: list[int], pooled: np.ndarray, sentences: list[np.ndarray]) -> None:
-        """Results for positions `rows` of `todo`."""
-        targets = [todo[r] for r in rows]
-        vectors[targets] = pooled
-        for i, matrix in zip(targets, sentences, strict=True):
-            sentence_vectors[i] = matrix.astype(np.float16)
-
-    if todo:
-        progress(f"embedding {len(todo)} chunks ({report.reused} reused)")
-        if tracker:
-            tracker.stage("embedding chunks", len(todo))
-        if embedded is not None:
-            new_vectors, new_spans = embedded(plan)
-            keep(list(range(len(todo))), new_vectors, new_spans)
-        else:
-            _embed(settings, model, kind, index_dir, encoder, [inputs[i][0] for i in todo],
-                   [inputs[i][1] for i in todo], keep, tracker.advance if tracker else None)
-
     staging = store.staging_dir(index_dir, version)
     try:
+        _write_vectors(settings, model, kind, index_dir, encoder, plan, report, staging,
+                       progress, tracker, embedded)
+        vectors = layout.mapped(staging / VECTORS)
         layout.write_documents(staging, docs)
         layout.write_chunks(staging, chunks, {d.id: i for i, d in enumerate(docs)}, keys)
-        np.save(staging / VECTORS, vectors, allow_pickle=False)
-        sizes = [len(m) for m in sentence_vectors]
-        stacked = np.lib.format.open_memmap(staging / SENTENCE_VECTORS, mode="w+",
-                                            dtype=np.float16,
-                                            shape=(sum(sizes), model.dimension))
-        at = 0
-        for matrix in sentence_vectors:
-            stacked[at : at + len(matrix)] = matrix
-            at += len(matrix)
-        stacked.flush()
-        del stacked
         dense, dense_record = dense_index(vectors, settings.build_threads)
         faiss.write_index(dense, str(staging / DENSE))
         lexical.save(lexical.build(lexical_terms(by_id[c.doc_id], c, views[c.doc_id])
@@ -436,11 +397,65 @@ def _build(
             **dense_record,
             "skipped": [str(p) for p in problems],
         }
+        del vectors
         store.publish(index_dir, staging, manifest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return report
+
+
+def _write_vectors(
+    settings: Settings, model: ModelInfo, kind: str, index_dir: Path, encoder: Encoder | None,
+    plan: Plan, report: BuildReport, staging: Path, progress: Callable[[str], None],
+    tracker: Progress | None,
+    embedded: Callable[[Plan], tuple[np.ndarray, list[np.ndarray]]] | None,
+) -> None:
+    """Passage and sentence vectors, reused or embedded, written straight into the version's
+    files (mapped) as they come: a million passages' sentence vectors held as arrays while the
+    build runs took gigabytes."""
+    chunks, previous, todo = plan.chunks, plan.previous, plan.todo
+    sizes = np.array([len(c.sentences) for c in chunks], dtype=np.int64)
+    ptr = np.zeros(len(chunks) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=ptr[1:])
+    vectors = np.lib.format.open_memmap(staging / VECTORS, mode="w+", dtype=np.float32,
+                                        shape=(len(chunks), model.dimension))
+    # Stored as float16, as published.
+    sentence_vectors = np.lib.format.open_memmap(staging / SENTENCE_VECTORS, mode="w+",
+                                                 dtype=np.float16,
+                                                 shape=(int(ptr[-1]), model.dimension))
+    if previous is not None:
+        for i, key in enumerate(plan.keys):
+            j = previous.keys.get(key)
+            if j is not None:
+                vectors[i] = previous.vectors[j]
+                lo, hi = previous.sentence_ptr[j], previous.sentence_ptr[j + 1]
+                sentence_vectors[ptr[i] : ptr[i + 1]] = previous.sentence_vectors[lo:hi]
+    report.reused, report.embedded = len(chunks) - len(todo), len(todo)
+
+    def keep(rows: list[int], pooled: np.ndarray, sentences: list[np.ndarray]) -> None:
+        """Results for positions `rows` of `todo`."""
+        targets = [todo[r] for r in rows]
+        vectors[targets] = pooled
+        for i, matrix in zip(targets, sentences, strict=True):
+            if len(matrix) != sizes[i]:
+                raise BuildError(f"the encoder gave {len(matrix)} sentence vectors for a "
+                                 f"passage of {sizes[i]} sentences")
+            sentence_vectors[ptr[i] : ptr[i + 1]] = matrix
+
+    if todo:
+        progress(f"embedding {len(todo)} chunks ({report.reused} reused)")
+        if tracker:
+            tracker.stage("embedding chunks", len(todo))
+        if embedded is not None:
+            new_vectors, new_spans = embedded(plan)
+            keep(list(range(len(todo))), new_vectors, new_spans)
+        else:
+            inputs = plan.inputs
+            _embed(settings, model, kind, index_dir, encoder, [inputs[i][0] for i in todo],
+                   [inputs[i][1] for i in todo], keep, tracker.advance if tracker else None)
+    vectors.flush()
+    sentence_vectors.flush()
 
 
 def _embed(settings: Settings, model: ModelInfo, kind: str, index_dir: Path,

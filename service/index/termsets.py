@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from array import array
 import re
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,9 +68,9 @@ def sentence_terms(documents: Mapping[str, Document], chunks: Sequence[Chunk]) -
 def save(folder: Path, words: TermSets, terms: TermSets) -> None:
     vocab = {"words": list(words.ids), "terms": list(terms.ids)}  # dicts keep id order
     (folder / FILES[0]).write_text(json.dumps(vocab, ensure_ascii=False), "utf-8")
-    for name, array in zip(ARRAYS, (words.ptr, words.members, terms.ptr, terms.members),
-                           strict=True):
-        np.save(folder / name, array, allow_pickle=False)
+    for name, values in zip(ARRAYS, (words.ptr, words.members, terms.ptr, terms.members),
+                            strict=True):
+        np.save(folder / name, values, allow_pickle=False)
 
 
 def stored(folder: Path) -> bool:
