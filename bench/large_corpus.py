@@ -29,6 +29,7 @@ import argparse
 import gzip
 import json
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -48,13 +49,13 @@ import numpy as np  # noqa: E402
 
 from bench.http_load import percentiles, post, sequential  # noqa: E402
 from bench.server import Server  # noqa: E402
-from service.index import embedding, lexical  # noqa: E402
+from service.index import embedding, lexical, store  # noqa: E402
 from service.index.encoder import ModelInfo, OnnxEncoder, Span, describe_model, export_onnx  # noqa: E402
 from service.index.indexing import build_index, encoder_folder  # noqa: E402
 from service.ingest.chunking import split  # noqa: E402
 from service.ingest.corpus import Document  # noqa: E402
 from service.qa.engine import Snapshot  # noqa: E402
-from service.qa.retrieval import load_index  # noqa: E402
+from service.qa.retrieval import CANDIDATES, load_index  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 SCIFACT = ROOT.parent / "shared" / "eval" / "scifact"
@@ -197,60 +198,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="passages embedded by the real model (for the time and vectors)")
     parser.add_argument("--work", type=Path, help="folder to build in (default: a temporary "
                         "one, removed at the end)")
+    parser.add_argument("--reuse", action="store_true", help="measure the index already "
+                        "published in --work (steps 4-5 only)")
     args = parser.parse_args(argv)
+    if args.reuse and args.work is None:
+        parser.error("--reuse needs --work")
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-large-"))
     figures: dict[str, Any] = {"passages_asked": args.passages}
     rng = np.random.default_rng(7)
     try:
-        started = time.perf_counter()
-        maker = TextMaker(rng)
         corpus, index_dir = work / "corpus", work / "index"
-        figures["documents"] = write_corpus(corpus, args.passages, maker)
-        figures["corpus_mb"] = round(sum(p.stat().st_size for p in corpus.iterdir()) / 1e6, 1)
-        figures["write_corpus_s"] = round(time.perf_counter() - started, 1)
-        print(f"corpus: {figures['documents']:,} documents, {figures['corpus_mb']} MB "
-              f"in {figures['write_corpus_s']} s", flush=True)
-
         model = describe_model(None)
         folder = encoder_folder(index_dir, OnnxEncoder.kind, model)
-        export_onnx(model, folder)
-        texts = scifact_passages(args.sample)
-        spans = [[(0, len(t))] for t in texts]
+        if args.reuse:
+            figures["reused"] = str(work)
+        else:
+            build(args, work, figures, rng, model, folder)
         one = OnnxEncoder(folder, model, threads=1)
-        t0 = time.perf_counter()
-        head = min(1000, len(texts) // 2)
-        one.encode_passages(texts[:head], spans[:head])
-        one_rate = head / (time.perf_counter() - t0)
-        cores = embedding.process_count(0, 10**9)
-        t0 = time.perf_counter()
-        sample, _ = embedding.encode_all(folder, model, texts, spans, cores)
-        all_rate = len(texts) / (time.perf_counter() - t0)
-        figures["embedding"] = {
-            "sample": len(texts), "one_process_per_s": round(one_rate, 1),
-            "all_cores_per_s": round(all_rate, 1), "cores": cores,
-            "extrapolated_one_process_h": round(args.passages / one_rate / 3600, 2),
-            "extrapolated_all_cores_h": round(args.passages / all_rate / 3600, 2)}
-        print(f"embedding, measured on {len(texts):,} passages: {one_rate:.0f}/s in one "
-              f"process, {all_rate:.0f}/s over {cores} processes (with start-up) -> "
-              f"{args.passages:,} passages would take "
-              f"{figures['embedding']['extrapolated_one_process_h']} h / "
-              f"{figures['embedding']['extrapolated_all_cores_h']} h", flush=True)
-
-        settings = Settings(corpus_dir=corpus, index_dir=index_dir, max_file_bytes=200_000_000,
-                            recording=False)
-        t0 = time.perf_counter()
-        report = build_index(settings, encoder=MixedVectors(model, sample, 11),
-                             progress=lambda line: print(f"  {line}", flush=True))
-        figures["build"] = {"chunks": report.chunks, "seconds": round(time.perf_counter() - t0)}
-        version = index_dir / "versions" / str(report.version)
+        version = index_dir / "versions" / str(store.current_version(index_dir))
         manifest = json.loads((version / "manifest.json").read_text())
+        figures["build_chunks"] = manifest["chunks"]
         figures["dense_index"] = {"kind": manifest["dense_index"],
                                   "params": manifest.get("dense_params", {})}
         figures["index_gb"] = round(sum(p.stat().st_size for p in version.iterdir()) / 1e9, 2)
-        print(f"built {report.chunks:,} passages in {figures['build']['seconds']} s (vectors "
-              f"not from the model); {figures['index_gb']} GB; dense index "
-              f"{figures['dense_index']}", flush=True)
-
         claims = one.encode_queries(scifact_claims(QUESTIONS))
         figures["recall"] = dense_recall(version, manifest, claims)
         print(f"dense recall@{K} against exact search, {len(claims)} SciFact claims: "
@@ -283,6 +253,60 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def build(args: argparse.Namespace, work: Path, figures: dict[str, Any],
+          rng: np.random.Generator, model: ModelInfo, folder: Path) -> None:
+    """Steps 1-3: the synthetic corpus, the embedding sample and the published index."""
+    started = time.perf_counter()
+    maker = TextMaker(rng)
+    corpus, index_dir = work / "corpus", work / "index"
+    figures["documents"] = write_corpus(corpus, args.passages, maker)
+    figures["corpus_mb"] = round(sum(p.stat().st_size for p in corpus.iterdir()) / 1e6, 1)
+    figures["write_corpus_s"] = round(time.perf_counter() - started, 1)
+    print(f"corpus: {figures['documents']:,} documents, {figures['corpus_mb']} MB "
+          f"in {figures['write_corpus_s']} s", flush=True)
+
+    export_onnx(model, folder)
+    texts = scifact_passages(args.sample)
+    spans = [[(0, len(t))] for t in texts]
+    one = OnnxEncoder(folder, model, threads=1)
+    t0 = time.perf_counter()
+    head = min(1000, len(texts) // 2)
+    one.encode_passages(texts[:head], spans[:head])
+    one_rate = head / (time.perf_counter() - t0)
+    cores = embedding.process_count(0, 10**9)
+    t0 = time.perf_counter()
+    sample, _ = embedding.encode_all(folder, model, texts, spans, cores)
+    all_rate = len(texts) / (time.perf_counter() - t0)
+    figures["embedding"] = {
+        "sample": len(texts), "one_process_per_s": round(one_rate, 1),
+        "all_cores_per_s": round(all_rate, 1), "cores": cores,
+        "extrapolated_one_process_h": round(args.passages / one_rate / 3600, 2),
+        "extrapolated_all_cores_h": round(args.passages / all_rate / 3600, 2)}
+    print(f"embedding, measured on {len(texts):,} passages: {one_rate:.0f}/s in one "
+          f"process, {all_rate:.0f}/s over {cores} processes (with start-up) -> "
+          f"{args.passages:,} passages would take "
+          f"{figures['embedding']['extrapolated_one_process_h']} h / "
+          f"{figures['embedding']['extrapolated_all_cores_h']} h", flush=True)
+
+    settings = Settings(corpus_dir=corpus, index_dir=index_dir, max_file_bytes=200_000_000,
+                        recording=False)
+    t0 = time.perf_counter()
+    report = build_index(settings, encoder=MixedVectors(model, sample, 11),
+                         progress=lambda line: print(f"  {line}", flush=True))
+    # The bench process's peak so far: the build's (the sample's encoders ran in children).
+    figures["build"] = {"chunks": report.chunks, "seconds": round(time.perf_counter() - t0),
+                        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                                             / 1024)}
+    version = index_dir / "versions" / str(report.version)
+    manifest = json.loads((version / "manifest.json").read_text())
+    figures["dense_index"] = {"kind": manifest["dense_index"],
+                              "params": manifest.get("dense_params", {})}
+    figures["index_gb"] = round(sum(p.stat().st_size for p in version.iterdir()) / 1e9, 2)
+    print(f"built {report.chunks:,} passages in {figures['build']['seconds']} s (vectors "
+          f"not from the model), peak RSS {figures['build']['peak_rss_mb']} MB; "
+          f"{figures['index_gb']} GB; dense index {figures['dense_index']}", flush=True)
 
 
 def make_questions(version: Path, rng: np.random.Generator) -> list[str]:
@@ -337,8 +361,13 @@ def in_process(index_dir: Path, model: ModelInfo, questions: list[str],
     t0 = time.perf_counter()
     for t in terms:
         index.lexical.scores(t)
-    bm25 = (time.perf_counter() - t0) * 1000 / len(terms)
-    return {**percentiles(times), "load_s": round(load_s, 2), "bm25_scores_ms": round(bm25, 3)}
+    walk = (time.perf_counter() - t0) * 1000 / len(terms)
+    t0 = time.perf_counter()
+    for t in terms:
+        index.lexical.top(t, CANDIDATES)
+    pruned = (time.perf_counter() - t0) * 1000 / len(terms)
+    return {**percentiles(times), "load_s": round(load_s, 2),
+            "bm25_full_walk_ms": round(walk, 3), "bm25_top_ms": round(pruned, 3)}
 
 
 def baseline_cold_start(work: Path) -> float:

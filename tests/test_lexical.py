@@ -65,3 +65,95 @@ def test_best_on_a_large_corpus_looks_only_at_scored_passages(
     few = np.zeros(5_000, dtype=np.float32)
     few[[7, 9]] = [0.5, 0.9]
     assert lexical.best(few, 50)[0].tolist() == [9, 7]  # fewer scored than asked
+
+
+def _zipf_corpus(seed: int, passages: int = 3_000, vocabulary: int = 800,
+                 ) -> tuple[lexical.LexicalIndex, np.random.Generator, np.ndarray]:
+    """Passages of Zipf-distributed terms: a few terms in most passages, most in a few."""
+    rng = np.random.default_rng(seed)
+    weights = 1.0 / np.arange(1, vocabulary + 1) ** 1.1
+    cdf = np.cumsum(weights / weights.sum())
+    index = lexical.build(
+        [f"t{i}" for i in np.searchsorted(cdf, rng.random(int(rng.integers(1, 60))))]
+        for _ in range(passages))
+    return index, rng, cdf
+
+
+def _question(rng: np.random.Generator, cdf: np.ndarray) -> list[str]:
+    n = int(rng.integers(1, 10))
+    return [f"t{i}" for i in np.searchsorted(cdf, rng.random(n))] + ["never-seen"]
+
+
+def test_postings_are_in_passage_order_with_each_terms_highest_weight() -> None:
+    index, _, _ = _zipf_corpus(1, passages=500)
+    for tid in range(len(index.vocabulary)):
+        lo, hi = index.indptr[tid], index.indptr[tid + 1]
+        assert np.all(np.diff(index.postings[lo:hi]) > 0)
+        assert index.maxweights[tid] == index.weights[lo:hi].max()
+
+
+def test_top_prunes_to_exactly_the_exhaustive_ranking(monkeypatch: pytest.MonkeyPatch) -> None:
+    index, rng, cdf = _zipf_corpus(2)
+    questions = [_question(rng, cdf) for _ in range(200)]
+    expected = {(tuple(q), k): lexical.best(index.scores(q), k)
+                for q in questions for k in (1, 10, 50)}
+    # Pruned: the common terms' postings are never walked for these questions.
+    walked: list[int] = []
+    full_walk = lexical.LexicalIndex.scores
+
+    def counting(self: lexical.LexicalIndex, terms: list[str]) -> np.ndarray:
+        walked.append(1)
+        return full_walk(self, terms)
+
+    monkeypatch.setattr(lexical.LexicalIndex, "scores", counting)
+    for (q, k), (ids, values) in expected.items():
+        got_ids, got_values = index.top(list(q), k)
+        assert got_ids.tolist() == ids.tolist()
+        assert np.array_equal(got_values, values)
+    assert len(walked) < len(expected) / 2  # most questions were answered by pruning
+
+
+def test_top_falls_back_to_the_full_walk_when_candidates_grow(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    index, rng, cdf = _zipf_corpus(3)
+    questions = [_question(rng, cdf) for _ in range(100)]
+    expected = [lexical.best(index.scores(q), 20) for q in questions]
+    walked: list[int] = []
+    full_walk = lexical.LexicalIndex.scores
+
+    def counting(self: lexical.LexicalIndex, terms: list[str]) -> np.ndarray:
+        walked.append(1)
+        return full_walk(self, terms)
+
+    monkeypatch.setattr(lexical.LexicalIndex, "scores", counting)
+    monkeypatch.setattr(lexical, "PRUNE_SHARE", 0.0)  # any candidates beyond k: walk all
+    for q, (ids, values) in zip(questions, expected, strict=True):
+        got_ids, got_values = index.top(q, 20)
+        assert got_ids.tolist() == ids.tolist()
+        assert np.array_equal(got_values, values)
+    assert len(walked) > len(questions) / 2
+
+
+def test_top_breaks_ties_in_passage_order() -> None:
+    index = lexical.build([["x", "y"], ["x"], ["z"], ["x"], ["x", "y"]])
+    ids, values = index.top(["x"], 2)
+    assert ids.tolist() == [1, 3] and values[0] == values[1]
+    assert index.top(["x", "y"], 5)[0].tolist() == [0, 4, 1, 3]
+    assert index.top([], 5)[0].tolist() == [] and index.top(["x"], 0)[0].tolist() == []
+
+
+def test_score_of_equals_the_exhaustive_scores() -> None:
+    index, rng, cdf = _zipf_corpus(4)
+    for _ in range(50):
+        q = _question(rng, cdf)
+        passages = rng.integers(0, index.size, 80)
+        assert np.array_equal(index.score_of(q, passages), index.scores(q)[passages])
+    assert index.score_of(["t0"], np.empty(0, np.int64)).tolist() == []
+
+
+def test_versions_without_stored_maxima_get_them_at_load(tmp_path: Path) -> None:
+    index, _, _ = _zipf_corpus(5, passages=300)
+    for path in lexical.save(index, tmp_path):
+        assert path.is_file()
+    (tmp_path / lexical.MAXWEIGHTS).unlink()
+    assert np.array_equal(lexical.load(tmp_path).maxweights, index.maxweights)

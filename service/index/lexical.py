@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -51,6 +52,7 @@ class LexicalIndex:
     idf: np.ndarray  # float32 per term
     size: int  # number of passages
     maxweights: np.ndarray  # float32 per term: its highest weight in any passage
+    _buffers: Buffers = field(default_factory=lambda: Buffers(), repr=False, compare=False)
 
     def _ids(self, query_terms: Sequence[str]) -> list[int]:
         """The query's known terms, once each, in the order every scorer below adds them (so
@@ -85,36 +87,51 @@ class LexicalIndex:
 
     def top(self, query_terms: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Indices and scores of the k best passages with a positive score, best first (ties
-        by passage order): exactly what ranking `scores()` gives, mostly without walking the
+        in passage order): exactly what ranking `scores()` gives, mostly without walking the
         common terms' long postings (MaxScore, Turtle and Flood 1995).
 
-        Terms join the walked ("essential") set highest maximum weight first. A passage none
-        of them contains can score at most the sum of the other terms' maximum weights; once
-        the k-th best of the passages they do contain (scored in full, the other terms looked
-        up by binary search) beats that sum, no passage outside can enter the top k. When the
-        candidates grow past PRUNE_SHARE of the corpus first, every posting is walked."""
+        Terms are walked ("essential") highest maximum weight first, into a reused buffer. A
+        passage no walked term contains scores at most `rest`, the sum of the other terms'
+        maximum weights, and a walked one at most its partial score plus `rest`. Once the k-th
+        best partial score beats `rest`, only the passages whose bound reaches it can be in
+        the top k: those are scored in full (the other terms looked up by binary search).
+        When the walked postings would pass PRUNE_SHARE of the corpus first, every posting
+        is walked as `scores()` does."""
         tids = self._ids(query_terms)
         k = min(k, self.size)
         if not tids or k <= 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         walk = sorted(tids, key=lambda t: -float(self.maxweights[t]))
-        # What a passage outside the candidates can still score, with room for float32
-        # rounding in the sums.
         bounds = np.cumsum([float(self.maxweights[t]) for t in walk[::-1]])[::-1]
-        limit = max(int(self.size * PRUNE_SHARE), k)
-        candidates = np.empty(0, np.int64)
-        for j, tid in enumerate(walk):
-            lo, hi = self.indptr[tid], self.indptr[tid + 1]
-            candidates = np.union1d(candidates, self.postings[lo:hi])
-            if len(candidates) > limit:
-                break
-            rest = float(bounds[j + 1]) if j + 1 < len(walk) else 0.0
-            if len(candidates) < k and rest > 0:
-                continue
-            values = self._score_ids(tids, candidates)
-            if rest == 0 or _kth(values, k) > rest * (1 + 1e-5):
-                return _ranked(candidates, values, k)
+        budget = self.size * PRUNE_SHARE
+        buffer = self._buffers.take(self.size)
+        walked: list[np.ndarray] = []
+        try:
+            for j, tid in enumerate(walk):
+                lo, hi = self.indptr[tid], self.indptr[tid + 1]
+                column = self.postings[lo:hi]
+                buffer[column] += self.weights[lo:hi]
+                walked.append(column)
+                rest = float(bounds[j + 1]) if j + 1 < len(walk) else 0.0
+                touched = np.concatenate(walked) if len(walked) > 1 else column
+                partial = buffer[touched]
+                kth = _kth_distinct(touched, partial, k, len(walked))
+                # Slack for float32 rounding: partial sums add in another order than scores().
+                if rest > 0 and rest * (1 + SLACK) >= kth * (1 - SLACK):
+                    if len(touched) + self._length(walk[j + 1]) > budget:
+                        break
+                    continue
+                candidates = np.unique(touched[partial + rest * (1 + SLACK)
+                                               >= kth * (1 - SLACK)])
+                return _ranked(candidates, self._score_ids(tids, candidates), k)
+        finally:
+            for column in walked:
+                buffer[column] = 0
+            self._buffers.give(buffer)
         return best(self.scores(query_terms), k)
+
+    def _length(self, tid: int) -> int:
+        return int(self.indptr[tid + 1] - self.indptr[tid])
 
     def term_idf(self, term: str) -> float:
         """IDF of a term; one the corpus never uses weighs as much as a typical corpus term: it
@@ -126,16 +143,45 @@ class LexicalIndex:
         return float(self.idf.mean()) if len(self.idf) else 1.0
 
 
-# `top` walks every posting once its candidates pass this share of the passages: scoring them
-# by binary search would cost more than the walk.
-PRUNE_SHARE = 0.05
+# `top` walks every posting once the walked postings would pass this share of the passages:
+# past it pruning saves little over the plain walk.
+PRUNE_SHARE = 0.5
+SLACK = 1e-4
 
 
-def _kth(values: np.ndarray, k: int) -> float:
-    """The k-th highest value (0 with fewer than k)."""
-    if len(values) < k:
+def _kth_distinct(ids: np.ndarray, values: np.ndarray, k: int, copies: int) -> float:
+    """The k-th highest value among distinct ids (0 with fewer), where each id appears at most
+    `copies` times, always with the same value: the top k * copies positions hold at least k
+    distinct ids, so only those are deduplicated."""
+    m = k * copies
+    if len(values) > m:
+        top = np.argpartition(values, len(values) - m)[len(values) - m :]
+        ids, values = ids[top], values[top]
+    _, first = np.unique(ids, return_index=True)
+    distinct = values[first]
+    if len(distinct) < k:
         return 0.0
-    return float(np.partition(values, len(values) - k)[len(values) - k])
+    return float(np.partition(distinct, len(distinct) - k)[len(distinct) - k])
+
+
+class Buffers:
+    """Zeroed float32 score arrays the size of the corpus, reused by one question at a time
+    each: allocating one per question cost milliseconds at a million passages. A question
+    gives its buffer back zeroed (it clears only what it touched)."""
+
+    def __init__(self) -> None:
+        self._free: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> np.ndarray:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return np.zeros(size, dtype=np.float32)
+
+    def give(self, buffer: np.ndarray) -> None:
+        with self._lock:
+            self._free.append(buffer)
 
 
 def _ranked(ids: np.ndarray, values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
