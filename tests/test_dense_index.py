@@ -160,3 +160,31 @@ def test_refined_ivf_pq_keeps_recall_where_codes_alone_lose_it() -> None:
                         for q in queries])
     assert _recall(refined, truth) >= 0.95
     assert _recall(coarse, truth) < 0.8
+
+
+def test_very_large_sets_keep_8_bit_codes_in_the_graph(
+        tmp_path: Path, fake_encoder: FakeEncoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(indexing, "HNSW_CODES_OVER", 1000)
+    vectors, queries = _clustered(3000), _clustered(50, seed=1)
+    index, record = dense_index(vectors, flat_max=1000)
+    assert record["dense_params"]["codes"] == "sq8"
+    graph: Any = faiss.downcast_index(index)
+    assert isinstance(graph, faiss.IndexHNSWSQ)
+    exact = faiss.IndexFlatIP(vectors.shape[1])
+    exact.add(vectors)
+    _, truth = exact.search(queries, 10)
+    _, found = index.search(queries, 50)
+    # Retrieval scores the 50 candidates with the float vectors.
+    top = [f[np.argsort(-(vectors[f] @ q))][:10] for f, q in zip(found, queries, strict=True)]
+    recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(top, truth, strict=True)])
+    assert recall >= 0.95
+    # Written, mapped back and searched by the service.
+    monkeypatch.setattr(indexing, "FLAT_MAX", 10)
+    monkeypatch.setattr(indexing, "HNSW_CODES_OVER", 10)
+    settings = Settings(corpus_dir=corpus(tmp_path), index_dir=tmp_path / "index")
+    build_index(settings, encoder=fake_encoder)
+    served = load_index(settings.index_dir)
+    assert isinstance(faiss.downcast_index(served.dense), faiss.IndexHNSWSQ)
+    question = "Who manages budget number 12?"
+    hits = retrieve(served, fake_encoder.encode_queries([question])[0], lexical.terms(question), 3)
+    assert served.chunks[hits[0].chunk].doc_id == "note12.txt"

@@ -74,6 +74,12 @@ HNSW_EF_SEARCH, HNSW_EF_SEARCH_LARGE, HNSW_LARGE = 64, 256, 50_000
 IVFPQ_MIN = 5_000_000
 IVFPQ_NPROBE, IVFPQ_REFINE, IVFPQ_BITS = 64, 4, 8
 IVFPQ_TRAIN_PER_LIST = 64
+# Above this many passages the graph holds 8-bit codes of the vectors (a quarter of the bytes)
+# instead of copies: a search reads thousands of vectors spread over the file, so after a few
+# hundred questions a million float copies (1.5 GB) are all resident. Retrieval scores its
+# candidates with the float vectors anyway (vectors.npy), so only which 50 are candidates
+# depends on the codes.
+HNSW_CODES_OVER = 250_000
 
 
 # Passages embedded in this process per call to the encoder (whole batches).
@@ -496,18 +502,26 @@ def dense_index(vectors: np.ndarray, threads: int = 1, flat_max: int | None = No
         return flat, {"dense_index": "flat-ip"}
     if n >= (IVFPQ_MIN if ivfpq_min is None else ivfpq_min):
         return ivf_pq(vectors, threads)
-    hnsw = faiss.IndexHNSWFlat(dimension, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+    params: dict[str, Any] = {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION}
+    hnsw: Any
+    if n > HNSW_CODES_OVER:
+        codes: Any = faiss.ScalarQuantizer.QT_8bit  # an int where the stubs want a class
+        hnsw = faiss.IndexHNSWSQ(dimension, codes, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        params["codes"] = "sq8"
+    else:
+        hnsw = faiss.IndexHNSWFlat(dimension, HNSW_M, faiss.METRIC_INNER_PRODUCT)
     hnsw.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
     hnsw.hnsw.efSearch = ef_search = HNSW_EF_SEARCH if n <= HNSW_LARGE else HNSW_EF_SEARCH_LARGE
+    params["efSearch"] = ef_search
     # The thread count is process-wide: restore it, a serving process searches on one thread.
     previous = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(threads)
     try:
+        hnsw.train(vectors)  # the codes' range per dimension; nothing for float copies
         hnsw.add(vectors)
     finally:
         faiss.omp_set_num_threads(previous)
-    return hnsw, {"dense_index": "hnsw", "dense_params": {
-        "M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION, "efSearch": ef_search}}
+    return hnsw, {"dense_index": "hnsw", "dense_params": params}
 
 
 def ivf_pq_shape(n: int, dimension: int) -> tuple[int, int, int]:
