@@ -90,45 +90,76 @@ class LexicalIndex:
         in passage order): exactly what ranking `scores()` gives, mostly without walking the
         common terms' long postings (MaxScore, Turtle and Flood 1995).
 
-        Terms are walked ("essential") highest maximum weight first, into a reused buffer. A
-        passage no walked term contains scores at most `rest`, the sum of the other terms'
-        maximum weights, and a walked one at most its partial score plus `rest`. Once the k-th
-        best partial score beats `rest`, only the passages whose bound reaches it can be in
-        the top k: those are scored in full (the other terms looked up by binary search).
-        When the walked postings would pass PRUNE_SHARE of the corpus first, every posting
-        is walked as `scores()` does."""
+        Terms are walked highest maximum weight first, adding into a reused buffer: those
+        with short postings always, then longer ones until the k-th best partial score beats
+        `rest`, the sum of the unwalked terms' maximum weights (no passage the walk missed can
+        score more than `rest`). The passages whose partial score plus `rest` reaches that
+        k-th score are the candidates; each unwalked term is looked up for them by binary
+        search, dropping those that can no longer reach the k-th best, and the survivors are
+        scored in full. When the walk would pass PRUNE_SHARE of the corpus first, every
+        posting is walked as `scores()` does."""
         tids = self._ids(query_terms)
         k = min(k, self.size)
         if not tids or k <= 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         walk = sorted(tids, key=lambda t: -float(self.maxweights[t]))
-        bounds = np.cumsum([float(self.maxweights[t]) for t in walk[::-1]])[::-1]
-        budget = self.size * PRUNE_SHARE
+        maxima = [float(self.maxweights[t]) for t in walk]
+        short, budget = self.size * WALK_SHARE, self.size * PRUNE_SHARE
         buffer = self._buffers.take(self.size)
         walked: list[np.ndarray] = []
+        total = 0
         try:
             for j, tid in enumerate(walk):
                 lo, hi = self.indptr[tid], self.indptr[tid + 1]
                 column = self.postings[lo:hi]
                 buffer[column] += self.weights[lo:hi]
                 walked.append(column)
-                rest = float(bounds[j + 1]) if j + 1 < len(walk) else 0.0
+                total += hi - lo
+                rest = sum(maxima[j + 1 :])
+                following = self._length(walk[j + 1]) if j + 1 < len(walk) else 0
+                if following and following <= short and total + following <= budget:
+                    continue
                 touched = np.concatenate(walked) if len(walked) > 1 else column
                 partial = buffer[touched]
                 kth = _kth_distinct(touched, partial, k, len(walked))
                 # Slack for float32 rounding: partial sums add in another order than scores().
-                if rest > 0 and rest * (1 + SLACK) >= kth * (1 - SLACK):
-                    if len(touched) + self._length(walk[j + 1]) > budget:
-                        break
-                    continue
-                candidates = np.unique(touched[partial + rest * (1 + SLACK)
-                                               >= kth * (1 - SLACK)])
-                return _ranked(candidates, self._score_ids(tids, candidates), k)
+                if rest == 0 or rest * (1 + SLACK) < kth * (1 - SLACK):
+                    keep = partial + rest * (1 + SLACK) >= kth * (1 - SLACK)
+                    # Each candidate appears once per walked term it has.
+                    if (int(np.count_nonzero(keep)) <= CANDIDATES_MAX * len(walked)
+                            or total + following > budget):
+                        candidates = np.unique(touched[keep])
+                        return self._finish(tids, walk[j + 1 :], maxima[j + 1 :],
+                                            candidates, buffer[candidates], k)
+                if total + following > budget:
+                    break
         finally:
             for column in walked:
                 buffer[column] = 0
             self._buffers.give(buffer)
         return best(self.scores(query_terms), k)
+
+    def _finish(self, tids: list[int], unwalked: list[int], maxima: list[float],
+                candidates: np.ndarray, partial: np.ndarray, k: int,
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """The top k among `candidates` (ascending) given their scores over the walked terms:
+        the unwalked terms added one at a time, each time dropping the candidates whose
+        bound falls below the k-th best partial score, then the survivors scored in full
+        (the terms in `scores()`'s order, for the same floats)."""
+        rest = sum(maxima)
+        for tid, most in zip(unwalked, maxima, strict=True):
+            lo, hi = int(self.indptr[tid]), int(self.indptr[tid + 1])
+            column = self.postings[lo:hi]
+            at = np.searchsorted(column, candidates)
+            found = at < hi - lo
+            found[found] = column[at[found]] == candidates[found]
+            partial[found] += self.weights[lo + at[found]]
+            rest -= most
+            if len(candidates) > k:
+                kth = float(np.partition(partial, len(partial) - k)[len(partial) - k])
+                keep = partial + max(rest, 0.0) * (1 + SLACK) >= kth * (1 - SLACK)
+                candidates, partial = candidates[keep], partial[keep]
+        return _ranked(candidates, self._score_ids(tids, candidates), k)
 
     def _length(self, tid: int) -> int:
         return int(self.indptr[tid + 1] - self.indptr[tid])
@@ -143,9 +174,13 @@ class LexicalIndex:
         return float(self.idf.mean()) if len(self.idf) else 1.0
 
 
-# `top` walks every posting once the walked postings would pass this share of the passages:
-# past it pruning saves little over the plain walk.
+# `top` always walks terms in at most this share of the passages (cheap next to looking them
+# up for thousands of candidates); it walks every posting once the walked postings would pass
+# PRUNE_SHARE of the passages (pruning would save little); it stops walking once the
+# candidates are at most CANDIDATES_MAX.
+WALK_SHARE = 0.02
 PRUNE_SHARE = 0.5
+CANDIDATES_MAX = 2_000
 SLACK = 1e-4
 
 
@@ -155,7 +190,8 @@ def _kth_distinct(ids: np.ndarray, values: np.ndarray, k: int, copies: int) -> f
     distinct ids, so only those are deduplicated."""
     m = k * copies
     if len(values) > m:
-        top = np.argpartition(values, len(values) - m)[len(values) - m :]
+        floor = np.partition(values, len(values) - m)[len(values) - m]
+        top = values >= floor
         ids, values = ids[top], values[top]
     _, first = np.unique(ids, return_index=True)
     distinct = values[first]
