@@ -101,3 +101,21 @@ def test_abbreviations_are_stored_whole_and_learned_when_absent(tmp_path: Path) 
     assert layout.read_acronyms(folder, {}) == learned
     (folder / layout.ACRONYMS).write_text(json.dumps({"expansions": {}}), "utf-8")
     assert layout.read_acronyms(folder, views) == learned  # other fields: learned again
+
+
+def test_rows_read_what_the_array_holds(tmp_path: Path) -> None:
+    values = np.arange(60, dtype=np.float16).reshape(12, 5)
+    np.save(tmp_path / "a.npy", values)
+    rows = layout.Rows(tmp_path / "a.npy")
+    assert rows.shape == (12, 5) and len(rows) == 12 and rows.dtype == np.float16
+    assert np.array_equal(rows[3], values[3]) and np.array_equal(rows[-1], values[-1])
+    assert np.array_equal(rows[2:7], values[2:7]) and rows[7:2].shape == (0, 5)
+    assert np.array_equal(rows[np.array([9, 0, 9, 4])], values[[9, 0, 9, 4]])
+    assert np.array_equal(rows.spans(np.array([1, 8, 5]), np.array([3, 8, 7])),
+                          values[[1, 2, 5, 6]])
+    assert np.array_equal(np.asarray(rows), values)
+    with pytest.raises(IndexError):
+        rows[np.array([12])]
+    (tmp_path / "b.npy").write_bytes((tmp_path / "a.npy").read_bytes()[:-10])
+    with pytest.raises(ValueError, match="not as long"):
+        layout.Rows(tmp_path / "b.npy")

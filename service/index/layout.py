@@ -25,7 +25,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import mmap
+import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -55,6 +57,73 @@ def mapped(path: Path) -> np.ndarray:
     runs Python code on every access (~10 µs, 50 accesses a question), a view of it does not."""
     array: np.ndarray = np.load(path, allow_pickle=False, mmap_mode="r").view(np.ndarray)
     return array
+
+
+class Rows:
+    """A stored 2-D array read a few rows at a time by positional reads (os.preadv), not
+    mapped: every page fault on a mapping brings in its neighbours too (the kernel maps up to
+    64 KiB around it), so a few hundred questions over a million passages' vectors left
+    gigabytes resident in each serving process. Reads take the rows from the page cache,
+    which every process shares, and keep nothing. Thread-safe (reads do not move a file
+    position)."""
+
+    ndim = 2
+
+    def __init__(self, path: Path) -> None:
+        with path.open("rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            self._offset = fh.tell()
+        if fortran or len(shape) != 2 or dtype.hasobject:
+            raise ValueError(f"{path.name} is not a plain 2-D array")
+        self.shape: tuple[int, int] = (int(shape[0]), int(shape[1]))
+        self.dtype = np.dtype(dtype)
+        self._row = self.shape[1] * self.dtype.itemsize
+        if path.stat().st_size != self._offset + self.shape[0] * self._row:
+            raise ValueError(f"{path.name} is not as long as its header says")
+        self._fd = os.open(path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self._fd)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: int | slice | np.ndarray) -> np.ndarray:
+        """One row (1-D), a slice of rows, or the rows an index array names, in its order."""
+        if isinstance(key, int | np.integer):
+            i = int(key) + (self.shape[0] if key < 0 else 0)
+            row: np.ndarray = self.spans(np.array([i]), np.array([i + 1]))[0]
+            return row
+        if isinstance(key, slice):
+            start, stop, step = key.indices(self.shape[0])
+            if step != 1:
+                raise IndexError("rows are read in steps of one")
+            return self.spans(np.array([start]), np.array([max(start, stop)]))
+        rows = np.asarray(key, dtype=np.int64).ravel()
+        return self.spans(rows, rows + 1)
+
+    def spans(self, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+        """Rows starts[j]:stops[j] of every j, one after another: one read per span."""
+        sizes = np.asarray(stops, dtype=np.int64) - np.asarray(starts, dtype=np.int64)
+        if len(sizes) and (int(sizes.min()) < 0 or int(np.min(starts)) < 0
+                           or int(np.max(stops)) > self.shape[0]):
+            raise IndexError("rows out of range")
+        out = np.empty((int(sizes.sum()), self.shape[1]), dtype=self.dtype)
+        view = out.reshape(-1).view(np.uint8).data
+        at = 0
+        for start, size in zip(np.asarray(starts).tolist(), sizes.tolist(), strict=True):
+            want = size * self._row
+            if want and os.preadv(self._fd, [view[at : at + want]],
+                                  self._offset + start * self._row) != want:
+                raise OSError("short read: the file changed under the index")
+            at += want
+        return out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype)
 
 
 def _load(folder: Path, name: str) -> np.ndarray:

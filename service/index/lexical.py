@@ -128,7 +128,7 @@ class LexicalIndex:
                     # Each candidate appears once per walked term it has.
                     if (int(np.count_nonzero(keep)) <= CANDIDATES_MAX * len(walked)
                             or total + following > budget):
-                        candidates = np.unique(touched[keep])
+                        candidates = _distinct(touched[keep])
                         return self._finish(tids, walk[j + 1 :], maxima[j + 1 :],
                                             candidates, buffer[candidates], k)
                 if total + following > budget:
@@ -182,6 +182,13 @@ WALK_SHARE = 0.02
 PRUNE_SHARE = 0.5
 CANDIDATES_MAX = 2_000
 SLACK = 1e-4
+
+
+def _distinct(ids: np.ndarray) -> np.ndarray:
+    """The distinct values, ascending: sorting, since numpy 2's hashing np.unique took ~14
+    times as long on ten thousand passage numbers."""
+    ids = np.sort(ids)
+    return ids[np.concatenate(([True], ids[1:] != ids[:-1]))] if len(ids) else ids
 
 
 def _kth_distinct(ids: np.ndarray, values: np.ndarray, k: int, copies: int) -> float:

@@ -43,9 +43,9 @@ class SearchIndex:
     # quote. The same string as the text for formats without markup.
     views: Mapping[str, str]
     chunks: Sequence[Chunk]  # arrays; each Chunk made when asked for
-    vectors: np.ndarray
+    vectors: layout.Rows  # read by rows, not mapped (see layout.Rows)
     dense: Any  # faiss.Index
-    sentence_vectors: np.ndarray
+    sentence_vectors: layout.Rows
     sentence_ptr: np.ndarray
     lexical: lexical.LexicalIndex
     # Made at build time: per question they would cost more than everything but the encoder.
@@ -104,8 +104,8 @@ def load_index(index_dir: Path, version: str | None = None) -> SearchIndex:
         # mapped until released.
         documents = layout.read_documents(folder)
         chunks = layout.read_chunks(folder, documents.ids)
-        vectors = layout.mapped(folder / VECTORS)
-        sentence_vectors = layout.mapped(folder / SENTENCE_VECTORS)
+        vectors = layout.Rows(folder / VECTORS)
+        sentence_vectors = layout.Rows(folder / SENTENCE_VECTORS)
         dense = faiss.read_index(str(folder / DENSE), MMAP_FLAGS)
         lex = lexical.load(folder)
         views = layout.Views(documents)
@@ -153,7 +153,8 @@ def retrieve(index: SearchIndex, query_vector: np.ndarray, query_terms: list[str
     pool = np.unique(np.concatenate([dense_ids, lex_ids]))
     if len(pool) == 0:
         return []
-    dense = index.vectors[pool] @ query_vector
+    pool_vectors = index.vectors[pool]
+    dense = pool_vectors @ query_vector
     lex = index.lexical.score_of(query_terms, pool)
     fused = DENSE_WEIGHT * dense / max(float(dense.max()), 1e-6)
     if lex.max() > 0:
@@ -165,15 +166,17 @@ def retrieve(index: SearchIndex, query_vector: np.ndarray, query_terms: list[str
     order = np.argsort(-fused, kind="stable")
     hits: list[Hit] = []
     kept_words: list[frozenset[int]] = []
+    kept: list[int] = []  # positions in the pool
     for j in order:
         i = int(pool[j])
         words = index.chunk_words.get(i)
         if any(_overlap(words, w) >= DUPLICATE_OVERLAP for w in kept_words) or any(
-            float(index.vectors[h.chunk] @ index.vectors[i]) >= DUPLICATE_COSINE for h in hits
+            float(pool_vectors[h] @ pool_vectors[j]) >= DUPLICATE_COSINE for h in kept
         ):
             continue
         hits.append(Hit(i, float(fused[j]), float(dense[j]), float(lex[j])))
         kept_words.append(words)
+        kept.append(int(j))
         if len(hits) == k:
             break
     return hits
@@ -206,8 +209,7 @@ def best_sentence_cosines(index: SearchIndex, chunks: np.ndarray,
     """Each passage's best sentence cosine to the question, in one gather and one product."""
     lo = index.sentence_ptr[chunks]
     sizes = index.sentence_ptr[chunks + 1] - lo
-    rows = np.repeat(lo - np.cumsum(sizes) + sizes, sizes) + np.arange(int(sizes.sum()))
-    cosines = index.sentence_vectors[rows].astype(np.float32) @ query_vector
+    cosines = index.sentence_vectors.spans(lo, lo + sizes).astype(np.float32) @ query_vector
     starts = np.cumsum(sizes) - sizes
     best: np.ndarray = np.maximum.reduceat(cosines, starts) if len(cosines) else cosines
     return best
