@@ -16,7 +16,6 @@ from service.ingest.document import Document, Extraction, Problem, ReadError
 from service.ingest.plain import decode as _decode
 from service.ingest.registry import SUFFIXES, format_for, mismatch
 from service.ingest.sandbox import ParseLimits, ReaderPool, read_isolated
-from service.ingest.webpage import html_to_text
 
 __all__ = ["SUFFIXES", "CorpusError", "Document", "ParseLimits", "Problem", "decode",
            "html_to_text", "iter_files", "parse_file", "read_documents", "read_file",
@@ -27,6 +26,14 @@ log = logging.getLogger(__name__)
 
 class CorpusError(Exception):
     """The corpus cannot be used at all (no usable documents, duplicate ids, missing folder)."""
+
+
+def html_to_text(markup: str) -> tuple[str, str]:
+    """The title and visible text of an HTML page (service.ingest.webpage's, imported when
+    first needed: serving processes never need it)."""
+    from service.ingest import webpage
+
+    return webpage.html_to_text(markup)
 
 
 def decode(data: bytes, max_bytes: int) -> str:

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from service.ingest import jsonl, markdown, pdf, plain, powerpoint, webpage, word
-from service.ingest.document import Reader
+from service.ingest.document import Extraction
 
 # Bump when a reader's output changes: cached extractions of older readers are not reused.
 READERS_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Lazy:
+    """A reader named by its module, imported when first called: a serving process reads no
+    files, and the readers' libraries (pptx, docx, pdfium, trafilatura, lxml) took a third of
+    a second of its start. Picklable, for readers run in a child process."""
+
+    module: str
+    function: str = "read"
+
+    def __call__(self, data: bytes, name: str) -> Extraction:
+        reader = getattr(importlib.import_module(f"service.ingest.{self.module}"), self.function)
+        result: Extraction = reader(data, name)
+        return result
 
 
 @dataclass(frozen=True)
@@ -23,7 +38,7 @@ class Format:
 
     name: str
     suffixes: tuple[str, ...]
-    read: Reader
+    read: Lazy
     media_type: str
     content: str = "text"
     isolated: bool = False
@@ -31,16 +46,16 @@ class Format:
 
 
 FORMATS: tuple[Format, ...] = (
-    Format("text", (".txt",), plain.read, "text/plain; charset=utf-8", inline=True),
+    Format("text", (".txt",), Lazy("plain"), "text/plain; charset=utf-8", inline=True),
     # Served as plain text: browsers download text/markdown instead of showing it.
-    Format("markdown", (".md",), markdown.read, "text/plain; charset=utf-8", inline=True),
-    Format("html", (".html", ".htm"), webpage.read, "text/html; charset=utf-8", isolated=True),
-    Format("jsonl", (".jsonl",), jsonl.read, "application/x-ndjson"),
-    Format("pdf", (".pdf",), pdf.read, "application/pdf", "pdf", isolated=True, inline=True),
-    Format("docx", (".docx",), word.read,
+    Format("markdown", (".md",), Lazy("markdown"), "text/plain; charset=utf-8", inline=True),
+    Format("html", (".html", ".htm"), Lazy("webpage"), "text/html; charset=utf-8", isolated=True),
+    Format("jsonl", (".jsonl",), Lazy("jsonl"), "application/x-ndjson"),
+    Format("pdf", (".pdf",), Lazy("pdf"), "application/pdf", "pdf", isolated=True, inline=True),
+    Format("docx", (".docx",), Lazy("word"),
            "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
            "docx", isolated=True),
-    Format("pptx", (".pptx",), powerpoint.read,
+    Format("pptx", (".pptx",), Lazy("powerpoint"),
            "application/vnd.openxmlformats-officedocument.presentationml.presentation",
            "pptx", isolated=True),
 )
