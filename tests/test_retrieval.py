@@ -124,3 +124,19 @@ def test_one_matching_sentence_lifts_its_passage(tmp_path: Path, fake_encoder: F
     cafe = next(h for h in without if index.chunks[h.chunk].doc_id == "cafe.txt")
     assert without.index(cafe) > 0 or cafe.score < with_sentences[0].score
     assert all(0.0 <= h.score <= 1.0 + 1e-6 for h in with_sentences)
+
+
+def test_hits_carry_the_exhaustive_bm25_scores(tmp_path: Path, fake_encoder: FakeEncoder,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # Passages of which the dense candidates and the BM25 candidates are different sets.
+    files = {f"d{i}.txt": f"Item {i} lists budget {i % 3} and plans for team {i % 5}. "
+             f"Notes {i * 7} follow." for i in range(120)}
+    index = _index(tmp_path, files, fake_encoder)
+    for question in ("budget 2 for team 4", "plans notes 21", "team 1 budget"):
+        terms = lexical.terms(question)
+        vector = fake_encoder.encode_queries([question])[0]
+        exhaustive = index.lexical.scores(terms)
+        hits = retrieve(index, vector, terms, 10, candidates=8)
+        assert hits
+        for hit in hits:
+            assert hit.lexical == float(exhaustive[hit.chunk])
