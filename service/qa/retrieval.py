@@ -194,7 +194,7 @@ def dense_candidates(index: SearchIndex, query_vector: np.ndarray, n: int) -> np
     return refined_search(index.dense, index.vectors, query_vector, n, refine)
 
 
-def refined_search(dense: Any, vectors: np.ndarray, query_vector: np.ndarray, n: int,
+def refined_search(dense: Any, vectors: np.ndarray | layout.Rows, query_vector: np.ndarray, n: int,
                    refine: int = 1) -> np.ndarray:
     """The `n` best ids from `dense`; with `refine` > 1, the best n of n * refine candidates by
     their exact inner product with `vectors` (rows read in file order)."""
