@@ -168,6 +168,7 @@ def test_very_large_sets_keep_8_bit_codes_in_the_graph(
     vectors, queries = _clustered(3000), _clustered(50, seed=1)
     index, record = dense_index(vectors, flat_max=1000)
     assert record["dense_params"]["codes"] == "sq8"
+    assert record["dense_params"]["efSearch"] == indexing.HNSW_EF_SEARCH_CODES
     graph: Any = faiss.downcast_index(index)
     assert isinstance(graph, faiss.IndexHNSWSQ)
     exact = faiss.IndexFlatIP(vectors.shape[1])
