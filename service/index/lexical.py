@@ -224,8 +224,10 @@ def _best_distinct(ids: np.ndarray, values: np.ndarray, m: int, copies: int) -> 
     `copies` times, always with the same value: the best m * copies positions hold them."""
     top = m * copies
     if len(values) > top:
-        best_positions = np.argpartition(values, len(values) - top)[len(values) - top :]
-        ids, values = ids[best_positions], values[best_positions]
+        # partition, not argpartition: moving values alone is several times faster
+        at_least = np.partition(values, len(values) - top)[len(values) - top]
+        chosen = values >= at_least
+        ids, values = ids[chosen], values[chosen]
     distinct, first = np.unique(ids, return_index=True)
     if len(distinct) > m:
         distinct = np.sort(distinct[np.argpartition(values[first], len(first) - m)[-m:]])
