@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from service.index import store
+from service.index.encoder import Span
 from service.index.indexing import BuildError, build_index, embedding_input, is_stale, lexical_terms
 from service.ingest import markup
 from service.ingest.chunking import split
@@ -87,6 +90,26 @@ def test_failed_write_publishes_nothing(fake_settings: Settings, fake_encoder: F
     assert store.current_version(fake_settings.index_dir) == good
     leftovers = list((fake_settings.index_dir / "versions").glob(".staging-*"))
     assert leftovers == []
+
+
+class _SentenceDropper(FakeEncoder):
+    """Gives one sentence vector fewer than a passage has sentences."""
+
+    def encode_passages(self, texts: Sequence[str], spans: Sequence[Sequence[Span]],
+                        batch_size: int = 32, done: Callable[[int], None] | None = None,
+                        ) -> tuple[np.ndarray, list[np.ndarray]]:
+        vectors, sentences = super().encode_passages(texts, spans, batch_size, done)
+        return vectors, [m[1:] for m in sentences]
+
+
+def test_missing_sentence_vectors_fail_the_build_and_publish_nothing(
+        fake_settings: Settings) -> None:
+    good = store.current_version(fake_settings.index_dir)
+    (fake_settings.corpus_dir / "new.txt").write_text("One sentence. And another.", "utf-8")
+    with pytest.raises(BuildError, match="sentence vectors for a passage"):
+        build_index(fake_settings, encoder=_SentenceDropper())
+    assert store.current_version(fake_settings.index_dir) == good
+    assert list((fake_settings.index_dir / "versions").glob(".staging-*")) == []
 
 
 def test_cli_builds_into_any_folder(tmp_path: Path, corpus_dir: Path,
