@@ -1,5 +1,6 @@
 """A real index of a million passages: `.venv/bin/python bench/large_corpus.py` (about half an
-hour and ~10 GB of disk; `--passages 100000` for a quick run). Not part of `make bench`.
+hour and ~10 GB of disk; `--passages 100000` for a quick run; `--work DIR` keeps the folder,
+and `--work DIR --reuse` measures its index again, steps 4-5 only). Not part of `make bench`.
 
 1. Writes a synthetic corpus: .jsonl files of documents whose paragraphs are sentences of
    pseudo-words drawn from a Zipf-distributed vocabulary (so BM25 sees common and rare terms
