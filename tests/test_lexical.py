@@ -157,3 +157,23 @@ def test_versions_without_stored_maxima_get_them_at_load(tmp_path: Path) -> None
         assert path.is_file()
     (tmp_path / lexical.MAXWEIGHTS).unlink()
     assert np.array_equal(lexical.load(tmp_path).maxweights, index.maxweights)
+
+
+@pytest.mark.parametrize(("walk_share", "seeds", "candidates_max"),
+                         [(0.0, 1, 5), (0.0, 2, 1_000_000), (0.2, 4, 50), (1.0, 2, 20_000)])
+def test_top_is_exact_whatever_it_walks_and_looks_up(
+        monkeypatch: pytest.MonkeyPatch, walk_share: float, seeds: int,
+        candidates_max: int) -> None:
+    # From walking only the rarest term to walking all, few seeds or many, looking up few
+    # candidates or many: the same ranking as the exhaustive walk.
+    monkeypatch.setattr(lexical, "WALK_SHARE", walk_share)
+    monkeypatch.setattr(lexical, "SEEDS", seeds)
+    monkeypatch.setattr(lexical, "CANDIDATES_MAX", candidates_max)
+    index, rng, cdf = _zipf_corpus(6)
+    for _ in range(60):
+        q = _question(rng, cdf)
+        for k in (1, 7, 50):
+            ids, values = lexical.best(index.scores(q), k)
+            got_ids, got_values = index.top(q, k)
+            assert got_ids.tolist() == ids.tolist()
+            assert np.array_equal(got_values, values)
