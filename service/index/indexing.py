@@ -65,12 +65,12 @@ FLAT_MAX = 10_000
 HNSW_M, HNSW_EF_CONSTRUCTION = 32, 80
 HNSW_EF_SEARCH, HNSW_EF_SEARCH_LARGE, HNSW_LARGE = 64, 256, 50_000
 # From IVFPQ_MIN passages on, an inverted file over product-quantized codes (IVF-PQ): HNSW's
-# search walks the full vectors (1.5 KB each: 15 GB at 10M, to be kept in the page cache) and
-# its graph (~0.3 KB each) is read into every worker, while IVF-PQ keeps 48 bytes a passage in
-# memory and reads full vectors only to re-score its best candidates (IVFPQ_REFINE times the
-# candidates asked for, exactly, from the mapped vectors file). Lists: about 4 sqrt(n), a power
-# of two; IVFPQ_NPROBE of them searched. Recall measured by bench/ivfpq.py (README, "Big
-# corpora"): the refine step is what keeps it >= 0.95.
+# search, even over 8-bit codes (below), touches its graph (~0.3 KB a passage) and codes (0.4
+# KB) all over 6.4 GB at 10M, while IVF-PQ keeps 48 bytes a passage and reads full vectors only
+# to re-score its best candidates (IVFPQ_REFINE times the candidates asked for, exactly, from
+# the vectors file). Lists: about 4 sqrt(n), a power of two; IVFPQ_NPROBE of them searched.
+# Recall measured by bench/ivfpq.py (README, "Performance"): the refine step is what keeps it
+# >= 0.95.
 IVFPQ_MIN = 5_000_000
 IVFPQ_NPROBE, IVFPQ_REFINE, IVFPQ_BITS = 64, 4, 8
 IVFPQ_TRAIN_PER_LIST = 64
