@@ -103,10 +103,15 @@ def test_abbreviations_are_stored_whole_and_learned_when_absent(tmp_path: Path) 
     assert layout.read_acronyms(folder, views) == learned  # other fields: learned again
 
 
-def test_rows_read_what_the_array_holds(tmp_path: Path) -> None:
+@pytest.mark.parametrize("map_up_to", [0, layout.MAP_UP_TO], ids=["read", "mapped"])
+def test_rows_read_what_the_array_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        map_up_to: int) -> None:
+    # Read by positional reads, and (a small file) mapped: the same rows either way.
+    monkeypatch.setattr(layout, "MAP_UP_TO", map_up_to)
     values = np.arange(60, dtype=np.float16).reshape(12, 5)
     np.save(tmp_path / "a.npy", values)
     rows = layout.Rows(tmp_path / "a.npy")
+    assert (rows._mapped is not None) == bool(map_up_to)
     assert rows.shape == (12, 5) and len(rows) == 12 and rows.dtype == np.float16
     assert np.array_equal(rows[3], values[3]) and np.array_equal(rows[-1], values[-1])
     assert np.array_equal(rows[2:7], values[2:7]) and rows[7:2].shape == (0, 5)

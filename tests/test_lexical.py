@@ -11,6 +11,25 @@ import pytest
 from service.index import lexical
 
 
+@pytest.fixture(autouse=True)
+def _prune_at_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The corpora here are small: without this, top() would walk everything and the pruning
+    # these tests check would never run.
+    monkeypatch.setattr(lexical, "WALK_ALL_BELOW", 0)
+
+
+def test_small_corpora_are_walked_in_full_with_the_same_ranking(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    index, rng, cdf = _zipf_corpus(5)
+    questions = [_question(rng, cdf) for _ in range(40)]
+    pruned = [index.top(q, 10) for q in questions]
+    monkeypatch.setattr(lexical, "WALK_ALL_BELOW", index.size + 1)
+    monkeypatch.setattr(index._buffers, "take", None)  # the pruning's buffer is never taken
+    for q, (ids, values) in zip(questions, pruned, strict=True):
+        walked_ids, walked_values = index.top(q, 10)
+        assert np.array_equal(walked_ids, ids) and np.array_equal(walked_values, values)
+
+
 def test_terms_are_stemmed_lowercase_content_words() -> None:
     assert lexical.terms("The Managers were managing FeedBear's $150,746 budgets") == [
         "manag", "manag", "feedbear", "150", "746", "budget"]
