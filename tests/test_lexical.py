@@ -196,3 +196,20 @@ def test_top_is_exact_whatever_it_walks_and_looks_up(
             got_ids, got_values = index.top(q, k)
             assert got_ids.tolist() == ids.tolist()
             assert np.array_equal(got_values, values)
+
+
+@pytest.mark.parametrize("walk_all_below", [0, 10**9])
+def test_candidates_give_top_k_and_every_pooled_score(
+        monkeypatch: pytest.MonkeyPatch, walk_all_below: int) -> None:
+    # Both paths: the pruned top k with looked-up pool scores, and one exhaustive scoring.
+    monkeypatch.setattr(lexical, "WALK_ALL_BELOW", walk_all_below)
+    index, rng, cdf = _zipf_corpus(6)
+    for _ in range(40):
+        q = _question(rng, cdf)
+        ids, pooled = index.candidates(q, 15)
+        top_ids, _ = index.top(q, 15)
+        assert ids.tolist() == top_ids.tolist()
+        pool = np.unique(np.concatenate([ids, rng.integers(0, index.size, 30)]))
+        assert np.array_equal(pooled(pool), index.scores(q)[pool])
+    ids, pooled = index.candidates(["no-such-term"], 5)
+    assert ids.tolist() == [] and pooled(np.array([0, 1])).tolist() == [0.0, 0.0]

@@ -8,7 +8,7 @@ import re
 import threading
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -68,6 +68,27 @@ class LexicalIndex:
             lo, hi = self.indptr[tid], self.indptr[tid + 1]
             out[self.postings[lo:hi]] += self.weights[lo:hi]
         return out
+
+    def candidates(self, query_terms: Sequence[str], k: int
+                   ) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+        """`top(query_terms, k)`'s passages, and a function giving the BM25 scores of any
+        ascending passage numbers that include them (a pool they were merged into). Below
+        WALK_ALL_BELOW passages one exhaustive scoring serves both; above, the top k's scores
+        are reused and only the pool's other passages are looked up."""
+        if self.size < WALK_ALL_BELOW:
+            every = self.scores(query_terms)
+            ids, _ = best(every, min(k, self.size))
+            return ids, lambda pool: every[pool]
+        ids, values = self.top(query_terms, k)
+
+        def pooled(pool: np.ndarray) -> np.ndarray:
+            out = np.zeros(len(pool), dtype=np.float32)
+            known = np.isin(pool, ids)
+            out[~known] = self.score_of(query_terms, pool[~known])
+            out[np.searchsorted(pool, ids)] = values
+            return out
+
+        return ids, pooled
 
     def score_of(self, query_terms: Sequence[str], passages: np.ndarray) -> np.ndarray:
         """BM25 scores of the given passages only, equal to `scores(query_terms)[passages]`:

@@ -149,17 +149,13 @@ def retrieve(index: SearchIndex, query_vector: np.ndarray, query_terms: list[str
     candidate's, blended, then near-duplicates of better passages dropped."""
     n = min(candidates, len(index.chunks))
     dense_ids = dense_candidates(index, query_vector, n)
-    lex_ids, lex_scores = index.lexical.top(query_terms, n)
+    lex_ids, lex_scores = index.lexical.candidates(query_terms, n)
     pool = np.unique(np.concatenate([dense_ids, lex_ids]))
     if len(pool) == 0:
         return []
     pool_vectors = index.vectors[pool]
     dense = pool_vectors @ query_vector
-    # BM25 scores: the lexical candidates' are known, the dense ones' are looked up.
-    lex = np.zeros(len(pool), dtype=np.float32)
-    known = np.isin(pool, lex_ids)
-    lex[~known] = index.lexical.score_of(query_terms, pool[~known])
-    lex[np.searchsorted(pool, lex_ids)] = lex_scores
+    lex = lex_scores(pool)
     fused = DENSE_WEIGHT * dense / max(float(dense.max()), 1e-6)
     if lex.max() > 0:
         fused += LEXICAL_WEIGHT * lex / float(lex.max())
