@@ -4,7 +4,7 @@ one ever reaches the other, and a collection the caller may not read does not ex
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,19 +121,34 @@ def _routes(name: str, doc_id: str) -> list[tuple[str, str, dict[str, Any] | Non
 
 def test_a_forbidden_collection_is_exactly_an_unknown_one(client: TestClient,
                                                           as_: Caller) -> None:
+    # From any page too: the Origin a probe sends (the vault's own, which an intranet's is
+    # easy to guess) must not tell a declared name from one never declared.
+    pages: list[dict[str, str]] = [{}, {"Origin": VAULT_ORIGIN}, {"Origin": ARTICLE_ORIGIN}]
     for who in (ANONYMOUS, SALES, Identity("carol")):
         as_.identity = who
         for (method, path, body), (_, unknown, _) in zip(
                 _routes("vault", "keeper.md"), _routes("no-such", "keeper.md"), strict=True):
-            forbidden = client.request(method, path, json=body)
-            missing = client.request(method, unknown, json=body)
-            assert forbidden.status_code == missing.status_code == 404, path
-            assert forbidden.content == missing.content == b'{"detail":"no such collection"}'
-            assert ({k: v for k, v in forbidden.headers.items() if k != "x-request-id"}
-                    == {k: v for k, v in missing.headers.items() if k != "x-request-id"})
+            for page in pages:
+                forbidden = client.request(method, path, json=body, headers=page)
+                missing = client.request(method, unknown, json=body, headers=page)
+                assert forbidden.status_code == missing.status_code == 404, path
+                assert forbidden.content == missing.content == b'{"detail":"no such collection"}'
+                assert _shown(forbidden.headers) == _shown(missing.headers), (path, page)
+                preflights = [client.options(p, headers={
+                    **page, "Access-Control-Request-Method": method,
+                    "Access-Control-Request-Headers": "authorization,content-type"})
+                              for p in (path, unknown)]
+                assert preflights[0].status_code == preflights[1].status_code, (path, page)
+                assert _shown(preflights[0].headers) == _shown(preflights[1].headers), (
+                    path, page)
         listed = client.get("/api/collections").json()
         assert [c["name"] for c in listed] == ["article"]
         assert [c["name"] for c in client.get("/readyz").json()["collections"]] == ["article"]
+
+
+def _shown(headers: Mapping[str, str]) -> dict[str, str]:
+    """A response's headers but its request id (each response has its own)."""
+    return {k: v for k, v in headers.items() if k != "x-request-id"}
 
 
 def test_the_list_shows_what_the_caller_may_read(client: TestClient, as_: Caller) -> None:
@@ -225,6 +240,14 @@ def test_cors_follows_each_collections_origins(client: TestClient) -> None:
     assert preflight("/api/feedback", VAULT_ORIGIN) == VAULT_ORIGIN
     assert preflight("/api/feedback", ARTICLE_ORIGIN) == ARTICLE_ORIGIN
     assert preflight("/api/ask", ARTICLE_ORIGIN) is None
+    # A page of the restricted vault can read its 404s (the widget's "no access"), and, so
+    # that the name does not show, the same for an undeclared name; the public article's page
+    # gets neither.
+    assert preflight("/api/collections/no-such/ask", VAULT_ORIGIN) == VAULT_ORIGIN
+    assert preflight("/api/collections/no-such/ask", ARTICLE_ORIGIN) is None
+    r = client.post("/api/collections/vault/ask", json={"question": QUESTIONS[0]},
+                    headers={"Origin": VAULT_ORIGIN})
+    assert r.status_code == 404 and r.headers["access-control-allow-origin"] == VAULT_ORIGIN
 
 
 def test_metrics_and_records_carry_the_collection(client: TestClient, as_: Caller) -> None:
@@ -268,22 +291,35 @@ def test_the_encoder_is_loaded_once_for_both(client: TestClient) -> None:
 
 
 def test_paths_name_their_collection(tmp_path: Path, real_model: Any) -> None:
-    def one(name: str, origins: tuple[str, ...]) -> Collection:
-        return Collection(name, name, tmp_path / name, tmp_path / f"{name}-index", origins)
+    def one(name: str, origins: tuple[str, ...],
+            groups: frozenset[str] | None = None) -> Collection:
+        return Collection(name, name, tmp_path / name, tmp_path / f"{name}-index", origins,
+                          groups)
 
     library = Library(Settings(), [one("default", ("https://d.example",)),
-                                   one("hr", ("https://h.example",))], real_model)
+                                   one("hr", ("https://h.example",), frozenset({"hr"})),
+                                   one("ops", ("https://o.example",), frozenset({"ops"}))],
+                      real_model)
     assert library.named_in("/api/collections/hr/ask") == "hr"
     assert library.named_in("/api/collections/hr/documents/a/b") == "hr"
     assert library.named_in("/api/collections/nope/ask") is None
     assert library.named_in("/api/ask") == library.named_in("/api/documents/x") == "default"
     assert library.named_in("/api/feedback") is None
     common = ("https://all.example",)
-    assert library.origins_for("/api/collections/hr/chat", common) == (
-        "https://all.example", "https://h.example")
+    # A public collection's routes: its own origins.
     assert library.origins_for("/api/chat", common) == ("https://all.example",
                                                         "https://d.example")
+    # A restricted one's, and any undeclared name's: every restricted collection's, the same
+    # for both, so CORS headers cannot tell the names apart.
+    hidden = ("https://all.example", "https://h.example", "https://o.example")
+    for path in ("/api/collections/hr/chat", "/api/collections/ops/documents/x",
+                 "/api/collections/nope/ask", "/api/collections/"):
+        assert library.origins_for(path, common) == hidden, path
     assert library.origins_for("/api/feedback", common) == (
-        "https://all.example", "https://d.example", "https://h.example")
+        "https://all.example", "https://d.example", "https://h.example", "https://o.example")
     assert library.origins_for("/metrics", common) == common
-    assert library.origins_for("/api/collections/nope/ask", common) == common
+    # Without a `default`, the routes that mean it are those of an undeclared name.
+    no_default = Library(Settings(), [one("hr", ("https://h.example",), frozenset({"hr"}))],
+                         real_model)
+    assert no_default.origins_for("/api/ask", common) == ("https://all.example",
+                                                          "https://h.example")

@@ -57,6 +57,10 @@ class Library:
             own = c.settings(settings)
             self._shelves[c.name] = Shelf(c, own, Engine(own, model, encoder, encoders))
         self.encoders = encoders
+        # The origins of every restricted collection: what the routes of a name a caller might
+        # not be able to read allow, so CORS cannot tell a restricted name from an unknown one.
+        self._hidden_origins = tuple(dict.fromkeys(
+            o for c in collections if not c.public for o in c.allowed_origins))
 
     def __iter__(self) -> Iterator[Shelf]:
         return iter(self._shelves.values())
@@ -116,12 +120,26 @@ class Library:
 
     def origins_for(self, path: str, common: Sequence[str]) -> tuple[str, ...]:
         """The origins whose pages may call `path`: `common` (QA_ALLOWED_ORIGINS) everywhere,
-        plus a collection's own on its routes, plus every collection's on the routes all widgets
-        share (feedback, the list of collections)."""
+        plus a public collection's own on its routes, plus every collection's on the routes all
+        widgets share (feedback, the list of collections).
+
+        CORS is decided before anyone is identified (a preflight carries no credentials), so on
+        the routes of a restricted collection, and of any name not declared, the origins are the
+        same: those of every restricted collection. Otherwise a probe sending a restricted
+        collection's page as its Origin would see that name allowed and an unknown one not."""
         name = self.named_in(path)
-        extra: list[str] = []
-        if name is not None:
-            extra = list(self._shelves[name].collection.allowed_origins)
+        extra: Sequence[str] = ()
+        if name is not None and self._shelves[name].collection.public:
+            extra = self._shelves[name].collection.allowed_origins
+        elif name is not None or _names_a_collection(path):
+            extra = self._hidden_origins
         elif path in _SHARED_PATHS:
             extra = [o for s in self._shelves.values() for o in s.collection.allowed_origins]
         return tuple(dict.fromkeys([*common, *extra]))
+
+
+def _names_a_collection(path: str) -> bool:
+    """A path of one collection's routes, declared or not: /api/collections/NAME..., or one of
+    the routes that mean `default`."""
+    return (path.startswith(COLLECTIONS_PREFIX) or path in _DEFAULT_PATHS
+            or path.startswith(_DEFAULT_PREFIX))
