@@ -76,6 +76,31 @@ def test_a_bad_token_is_a_401_not_a_404(client: TestClient) -> None:
         assert "ann" not in r.text
 
 
+def test_the_groups_and_user_claims_the_settings_name(collections_file: Path,
+                                                      fake_encoder: FakeEncoder) -> None:
+    """QA_JWT_GROUPS_CLAIM and QA_JWT_USER_CLAIM reach the verifier: Keycloak-style roles
+    nested under realm_access open the collection, a top-level `groups` claim then does not."""
+    settings = Settings(collections_file=collections_file, rate_limit=0,
+                        jwt_secret=SecretStr(SECRET), jwt_issuer=ISSUER, jwt_audience=AUDIENCE,
+                        jwt_groups_claim="realm_access.roles", jwt_user_claim="email")
+
+    def token(payload: dict[str, object]) -> dict[str, str]:
+        signed = forge({"alg": "HS256"}, {**claims("ignored"), **payload}, SECRET.encode())
+        return {"Authorization": f"Bearer {signed}"}
+
+    with TestClient(create_app(settings, encoder=fake_encoder)) as c:
+        roles = token({"email": "ann@example.test", "realm_access": {"roles": ["hr"]}})
+        assert c.post("/api/collections/notes/ask", json=QUESTION,
+                      headers=roles).status_code == 200
+        top_level = token({"email": "ann@example.test", "groups": ["hr"]})
+        assert c.post("/api/collections/notes/ask", json=QUESTION,
+                      headers=top_level).status_code == 404
+        # The user claim the settings name is required: `sub` alone is not a user.
+        no_email = token({"realm_access": {"roles": ["hr"]}})
+        r = c.post("/api/collections/notes/ask", json=QUESTION, headers=no_email)
+        assert r.status_code == 401 and r.json() == {"detail": "invalid token: no 'email' claim"}
+
+
 @pytest.fixture
 def real_collections(tmp_path: Path, real_encoder_dir: Path) -> Path:
     """The two collections of `collections_file`, indexed with the real model."""
