@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,6 +22,7 @@ from service.index.indexing import VECTORS, build_index
 from service.settings import Settings
 from tests.conftest import FakeEncoder
 
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 TOKEN = "s3cret-admin-token-" + "x" * 20
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -112,6 +114,8 @@ def test_put_text_then_build_then_ask(admin: TestClient, admin_settings: Setting
     assert done["report"]["added"] == ["notes/launch.md"]
     assert done["report"]["embedded"] >= 1 and done["report"]["reused"] > 0
     assert done["index_version"] == done["report"]["version"]
+    # The job keeps its last progress line: the embedding stage, finished.
+    assert re.fullmatch(r"embedding chunks: ([\d,]+)/\1 \([\d.,]+/s, \d+s\)", done["progress"])
     assert admin.get("/readyz").json()["index_version"] == done["report"]["version"]
     body = admin.post("/api/ask", json={"question": "Who runs the zeppelin programme?"}).json()
     assert body["citations"][0]["doc_id"] == "notes/launch.md"
@@ -123,6 +127,29 @@ def test_put_an_uploaded_file(admin: TestClient, admin_settings: Settings) -> No
                   headers=AUTH)
     assert r.status_code == 201 and r.json()["documents"] == 1
     assert (admin_settings.corpus_dir / "org.html").read_bytes() == data
+
+
+def test_pdf_word_and_powerpoint_uploads_are_read_as_a_build_reads_them(
+        admin: TestClient, admin_settings: Settings) -> None:
+    for name in ("fmla.pdf", "work-schedules.docx", "advanced-sick-leave.pptx"):
+        data = (FIXTURES / name).read_bytes()
+        r = admin.put(f"/api/admin/documents/hr/{name}", files={"file": (name, data)},
+                      headers=AUTH)
+        assert r.status_code == 201 and r.json()["documents"] == 1, r.text
+        assert (admin_settings.corpus_dir / "hr" / name).read_bytes() == data
+    encrypted = admin.put("/api/admin/documents/hr/secret.pdf", headers=AUTH, files={
+        "file": ("secret.pdf", (FIXTURES / "encrypted.pdf").read_bytes())})
+    assert encrypted.status_code == 422
+    assert "encrypted PDF" in encrypted.json()["detail"]
+    assert not (admin_settings.corpus_dir / "hr" / "secret.pdf").exists()
+    done = _wait(admin, admin.post("/api/admin/builds", headers=AUTH).json())
+    assert done["status"] == "succeeded", done
+    assert sorted(done["report"]["added"]) == [
+        "hr/advanced-sick-leave.pptx", "hr/fmla.pdf", "hr/work-schedules.docx"]
+    body = admin.post("/api/ask", json={"question": "How many weeks of FMLA leave can I take?",
+                                        "top_k": 5}).json()
+    pdf = [c for c in body["citations"] if c["doc_id"] == "hr/fmla.pdf"]
+    assert pdf and all(c["page"] >= 1 for c in pdf), body
 
 
 def test_an_upload_over_the_api_body_limit_is_accepted(admin: TestClient,

@@ -9,18 +9,25 @@ import os
 import shutil
 import zipfile
 from collections.abc import Iterator
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
+from typing import cast
 
 import pytest
 from fastapi.testclient import TestClient
 
+from scripts import build_index as cli
 from service.app import create_app
 from service.index.indexing import EXTRACTED, build_index
+from service.index.progress import Progress
+from service.ingest import corpus, registry
 from service.ingest.package import MAX_INFLATED_BYTES
+from service.ingest.registry import Format, Lazy
 from service.qa.retrieval import load_index
 from service.settings import Settings
 from tests.conftest import FakeEncoder
+from tests.test_ingest_sandbox import _hang, _segfault
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -65,8 +72,11 @@ def client(settings: Settings, fake_encoder: FakeEncoder) -> Iterator[TestClient
 
 def test_a_build_publishes_the_good_files_and_names_every_bad_one(
         settings: Settings, fake_encoder: FakeEncoder) -> None:
-    report = build_index(settings, encoder=fake_encoder)
+    lines: list[str] = []
+    report = build_index(settings, encoder=fake_encoder, tracker=Progress(lines.append, 3600))
     assert report.published
+    # Skipped files count towards the reading stage too, so it ends at its total.
+    assert any(line.startswith("reading files: 11/11 (") for line in lines), lines
     assert sorted(report.added) == ["advanced-sick-leave.pptx", "hr/dates.html", "hr/fmla.pdf",
                                     "hr/work-schedules.docx", "page.html"]
     reasons = dict(s.split(": ", 1) for s in report.skipped)
@@ -191,3 +201,37 @@ def test_a_record_original_is_its_jsonl_file_and_ids_ending_in_source_still_reso
         doc = client.get("/api/documents/notes/source")
         assert doc.status_code == 200
         assert doc.json()["text"] == "A record whose id ends in source."
+
+
+def test_the_builder_exits_0_and_names_every_bad_file_hung_and_crashed_parsers_too(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """scripts/build_index.py over the bad files, plus two PDFs whose reader hangs or dies (no
+    real file does either reliably, so those two get a misbehaving reader in their worker)."""
+    for name in ("hangs.pdf", "crashes.pdf"):
+        shutil.copy(FIXTURES / "fmla.pdf", settings.corpus_dir / "bad" / name)
+    faults = {"bad/hangs.pdf": _hang, "bad/crashes.pdf": _segfault}
+    real = registry.format_for
+
+    def format_for(name: str) -> Format | None:
+        fmt = real(name)
+        return replace(fmt, read=cast(Lazy, faults[name])) if fmt and name in faults else fmt
+
+    monkeypatch.setattr(corpus, "format_for", format_for)
+    monkeypatch.setattr(cli, "build_index",
+                        lambda s, **kw: build_index(s, encoder=FakeEncoder(), **kw))
+    monkeypatch.setenv("QA_PARSE_TIMEOUT", "2")
+    argv = ["--corpus", str(settings.corpus_dir), "--index", str(settings.index_dir)]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    skipped = dict(line.removeprefix("skipped ").split(": ", 1) for line in err.splitlines()
+                   if line.startswith("skipped "))
+    assert sorted(skipped) == ["bad/bomb.docx", "bad/crashes.pdf", "bad/encrypted.pdf",
+                               "bad/hangs.pdf", "bad/renamed.pdf", "bad/scanned.pdf",
+                               "bad/slides.key", "bad/truncated.pdf"]
+    assert skipped["bad/hangs.pdf"] == ("the pdf reader took longer than 2 s and was stopped "
+                                        "(QA_PARSE_TIMEOUT)")
+    assert skipped["bad/crashes.pdf"] == "the pdf reader crashed (killed by SIGSEGV)"
+    assert sorted(load_index(settings.index_dir).documents) == [
+        "advanced-sick-leave.pptx", "hr/dates.html", "hr/fmla.pdf", "hr/work-schedules.docx",
+        "page.html"]

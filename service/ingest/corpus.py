@@ -133,6 +133,14 @@ def read_documents(
              for path, link in _walk(corpus_dir)]
 
     def one(item: tuple[str, Path, bool]) -> Extraction:
+        # Every file counts towards progress, skipped ones too: the total is all of them.
+        try:
+            return read_one(item)
+        finally:
+            if on_file:
+                on_file(item[0])
+
+    def read_one(item: tuple[str, Path, bool]) -> Extraction:
         rel, path, link = item
         if link:
             return [], [Problem(rel, "a symbolic link (links are not followed)")]
@@ -149,8 +157,6 @@ def read_documents(
         result = cached or parse_file(rel, data, max_bytes, pool=pool)
         if cache and key and cached is None and result[0] and not result[1]:
             cache.put(key, result[0])
-        if on_file:
-            on_file(rel)
         return result
 
     with ReaderPool(limits, threads) as pool, ThreadPoolExecutor(max(1, threads)) as run:
