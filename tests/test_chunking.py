@@ -98,6 +98,25 @@ def test_markdown_short_lone_lines_are_text_and_breaks_are_not_underlines() -> N
     plain = Document("steps.txt", "", "Intro sentence here.\n\nShort Title\n\nBody text.\n")
     assert [c.heading for c in split(plain, 700)] == ["", "Short Title"]
 
+
+def test_short_lone_lines_are_text_where_the_reader_marks_headings() -> None:
+    # A Word, PDF, slide or web page reader marks the headings it finds (by style, font size,
+    # tag); a short lone line it did not mark (a note under a table, a table cell set as a
+    # paragraph of a PDF) is text to index and cite, not a heading taking no chunk.
+    text = ("Steps\n\nReview\t3 days\n\nAverage time to finish: 2 months\n\nNext\n\n"
+            "Use the shared drive for big files\n\nGSA HR\n\nClosing words.\n")
+    marked = tuple((text.index(h), text.index(h) + len(h)) for h in ("Steps", "Next"))
+    doc = Document("steps.docx", "Steps", text, headings=marked)
+    chunks = split(doc, 700)
+    assert {c.heading for c in chunks} == {"Steps", "Next"}
+    kept = " ".join(text[c.start : c.end] for c in chunks)
+    for part in ("Average time to finish: 2 months", "Use the shared drive for big files",
+                 "GSA HR", "Closing words."):
+        assert part in kept
+    # Without marks (a reader that found no headings) they are still guessed.
+    guessed = Document("steps.docx", "Steps", text)
+    assert "GSA HR" in {c.heading for c in split(guessed, 700)}
+
 def test_line_classification() -> None:
     assert classify_line("body { margin: 0; }")[0] == "noise"
     assert classify_line("Home > Blog > Careers > Product")[0] == "noise"

@@ -45,7 +45,7 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 # Bump when chunking or stored layout changes meaning: forces a full rebuild.
-CHUNKER_VERSION = 4
+CHUNKER_VERSION = 5
 DOCUMENTS, CHUNKS, VECTORS, SENTENCE_VECTORS, DENSE = (
     "documents.jsonl", "chunks.json", "vectors.npy", "sentence_vectors.npy", "dense.faiss")
 # Text extracted from PDF and Office files, by content, beside the versions (not in one: it

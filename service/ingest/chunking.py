@@ -280,9 +280,11 @@ def _sections(text: str, raw: str | None = None,
             # A table row is always text: a header row alone above its rule is not a heading.
             kind, content = "text", len(line) - len(line.lstrip())
         else:
-            # Markdown marks its headings (`#`, setext): a short lone line there is text.
-            kind, content = classify_line(line, following,
-                                          lone=raw is None and _is_lone(text, lines, i))
+            # Markdown marks its headings (`#`, setext), and so do the readers of structured
+            # formats (styles, font sizes, tags): a short lone line there is text. Only text
+            # that marks none has its headings guessed.
+            kind, content = classify_line(line, following, lone=raw is None and not marked
+                                          and _is_lone(text, lines, i))
         if kind == "text":
             content_start = start + content
             current = (current[0], end) if current else (content_start, end)
