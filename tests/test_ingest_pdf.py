@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from service.ingest import pdf
+from service.ingest.chunking import split
 from service.ingest.document import Extraction, ReadError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -68,3 +69,17 @@ def test_a_truncated_pdf_is_a_read_error() -> None:
     data = (FIXTURES / "fmla.pdf").read_bytes()
     with pytest.raises(ReadError, match="not a readable PDF"):
         pdf.read(data[:1500], "cut.pdf")
+
+
+def test_a_paragraph_cut_by_a_page_break_stays_one_paragraph() -> None:
+    doc = _read("pagebreak.pdf")[0][0]
+    assert len(doc.pages) == 2
+    # The page ends mid-sentence ("...use the newly" / "accrued hours first..."): the next
+    # page goes on on the next line, where page 2 starts, not after a blank line.
+    assert "you must use the newly\naccrued hours first" in doc.text
+    assert doc.text[doc.pages[1]:].startswith("accrued hours first")
+    sentences = [doc.text[a:b] for chunk in split(doc) for a, b in chunk.sentences]
+    assert any(s.startswith("If you return") and s.endswith("returned to the\ndonors.")
+               for s in sentences), sentences
+    # A paragraph that ends on its page still ends there.
+    assert "donors.\n\nTell your supervisor" in doc.text

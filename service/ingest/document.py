@@ -101,9 +101,11 @@ class TextBuilder:
         if self._sep:
             self._sep = "\n\n"
 
-    def page(self) -> None:
-        """Start the next page; an empty page still gets its number."""
-        self._sep = "\n\n"
+    def page(self, *, continued: bool = False) -> None:
+        """Start the next page; an empty page still gets its number. A `continued` page
+        goes on with the paragraph the page before ended in: on the next line, not a new
+        block, so a sentence across the break stays one sentence."""
+        self._sep = "\n" if continued else "\n\n"
         if self._length:
             self._parts.append(self._sep)
             self._length += len(self._sep)

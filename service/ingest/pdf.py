@@ -57,17 +57,28 @@ def read(data: bytes, name: str) -> Extraction:
     body = [line.height for page in pages for line in page]
     body_height = median(body) if body else 0.0
     out = TextBuilder()
+    runs_on = False  # the last page ended inside a paragraph of body text
     for page in pages:
-        out.page()
         kept = [line for i, line in enumerate(page)
                 if not _is_running(running, page, i)
                 and not (line.in_margin and (i < 2 or i >= len(page) - 2)
                          and line.height < _MARGIN_SIZE * body_height)]
-        for paragraph in _paragraphs(kept):
-            heading = (len(paragraph) <= 2 and body_height > 0
-                       and min(line.height for line in paragraph) > body_height * _HEADING_SIZE)
-            out.block(_join(paragraph), heading=heading)
+        blocks = [(_join(paragraph), len(paragraph) <= 2 and body_height > 0
+                   and min(line.height for line in paragraph) > body_height * _HEADING_SIZE)
+                  for paragraph in _paragraphs(kept)]
+        # A paragraph cut by the page break goes on at the top of the next page, in lower case.
+        out.page(continued=runs_on and bool(blocks) and not blocks[0][1]
+                 and blocks[0][0][:1].islower())
+        for text, heading in blocks:
+            out.block(text, heading=heading)
+        runs_on = bool(blocks) and not blocks[-1][1] and _runs_on(blocks[-1][0])
     return [out.document(name, _meaningful(title, name), paged=True)], []
+
+
+def _runs_on(text: str) -> bool:
+    """True when the text stops mid-sentence (no closing punctuation at its end)."""
+    end = text.rstrip().rstrip("\"'”’)]")
+    return bool(end) and end[-1] not in ".!?:;"
 
 
 def _page_lines(pdf: pdfium.PdfDocument, i: int) -> list[_Line]:

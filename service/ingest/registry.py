@@ -11,7 +11,7 @@ from pathlib import PurePosixPath
 from service.ingest.document import Extraction
 
 # Bump when a reader's output changes: cached extractions of older readers are not reused.
-READERS_VERSION = 2
+READERS_VERSION = 3
 
 
 @dataclass(frozen=True)
