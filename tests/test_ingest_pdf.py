@@ -83,3 +83,11 @@ def test_a_paragraph_cut_by_a_page_break_stays_one_paragraph() -> None:
                for s in sentences), sentences
     # A paragraph that ends on its page still ends there.
     assert "donors.\n\nTell your supervisor" in doc.text
+
+
+def test_body_text_is_not_a_heading_beside_many_lines_of_code() -> None:
+    # Fourteen short lines of a code listing in a smaller font against five lines of prose:
+    # the body size is that of most characters, not most lines, so the prose stays text.
+    doc = _read("codelisting.pdf")[0][0]
+    assert [doc.text[a:b] for a, b in doc.headings] == ["Updating your laptop"]
+    assert "brew update\nbrew upgrade" in doc.text

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from statistics import median
 
 import pypdfium2 as pdfium
 
@@ -54,8 +53,8 @@ def read(data: bytes, name: str) -> Extraction:
     if not any(line.text.strip() for page in pages for line in page):
         raise ReadError("no text layer: OCR is not supported (a scanned or image-only PDF)")
     running = _running_lines(pages)
-    body = [line.height for page in pages for line in page]
-    body_height = median(body) if body else 0.0
+    lines = [line for page in pages for line in page]
+    body_height = _body_height([line for line in lines if not line.in_margin] or lines)
     out = TextBuilder()
     runs_on = False  # the last page ended inside a paragraph of body text
     for page in pages:
@@ -79,6 +78,19 @@ def _runs_on(text: str) -> bool:
     """True when the text stops mid-sentence (no closing punctuation at its end)."""
     end = text.rstrip().rstrip("\"'”’)]")
     return bool(end) and end[-1] not in ".!?:;"
+
+
+def _body_height(lines: list[_Line]) -> float:
+    """The height of most of the text: the median line height weighted by characters, so
+    that many short lines in another font (code or table cells) do not set it. The caller
+    leaves out lines in the page margins, where print headers and footers are."""
+    total = sum(len(line.text) for line in lines if line.height > 0)
+    seen = 0
+    for line in sorted((line for line in lines if line.height > 0), key=lambda li: li.height):
+        seen += len(line.text)
+        if 2 * seen >= total:
+            return line.height
+    return 0.0
 
 
 def _page_lines(pdf: pdfium.PdfDocument, i: int) -> list[_Line]:
