@@ -165,24 +165,32 @@ def create_app(settings: Settings | None = None, *, encoder: Encoder | None = No
     app.state.library = library
     app.state.settings = settings
     app.state.recorder = recorder
-    app.include_router(router)
-    app.include_router(feedback.router)
-    app.include_router(web_router)
-    if settings.admin_token is not None:
-        app.state.admin = Admin(settings, library, encoder)
-        app.include_router(admin_router)
-        app.include_router(feedback.api)
-        app.include_router(feedback.pages)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    shared = settings.metrics_dir
-    capacity = SharedCapacity(settings.max_concurrency) if shared else Capacity(
-        settings.max_concurrency)
     identity = ClientIdentity(settings.trusted_proxies)
     app.state.client_identity = identity
     try:
         auth = authenticator(settings, identity)
     except AuthConfigError as exc:
         raise StartupError(str(exc)) from None
+    if settings.insights_groups and auth is None:
+        raise StartupError("QA_INSIGHTS_GROUPS is set but no identities are: set QA_JWT_JWKS_URL "
+                           "or QA_JWT_SECRET (with QA_JWT_ISSUER and QA_JWT_AUDIENCE), or "
+                           "QA_PROXY_IDENTITY")
+    # The admin paths skip the identity middleware (they take the admin token); the insights
+    # routes ask the authenticator themselves when QA_INSIGHTS_GROUPS lets groups in.
+    app.state.authenticator = auth
+    app.include_router(router)
+    app.include_router(feedback.router)
+    app.include_router(web_router)
+    if settings.admin_token is not None:
+        app.state.admin = Admin(settings, library, encoder)
+        app.include_router(admin_router)
+    if settings.admin_token is not None or settings.insights_groups:
+        app.include_router(feedback.api)
+        app.include_router(feedback.pages)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    shared = settings.metrics_dir
+    capacity = SharedCapacity(settings.max_concurrency) if shared else Capacity(
+        settings.max_concurrency)
     app.state.metrics = Metrics(engine, capacity, shared_dir=shared, library=library)
     if recorder is not None:
         app.state.metrics.registry.register(RecorderCollector(recorder))

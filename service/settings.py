@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     jwt_groups_claim: str = Field(default="groups", min_length=1, max_length=200)
     jwt_user_claim: str = Field(default="sub", min_length=1, max_length=200)
     proxy_identity: bool = False
+    # Verified identities in any of these groups may read the insights (as the admin token may).
+    insights_groups: Annotated[list[str], NoDecode] = []
     max_body_bytes: int = Field(default=65_536, ge=1024)
     max_concurrency: int = Field(default=32, ge=1)
     request_timeout: float = Field(default=10.0, gt=0)
@@ -87,6 +89,15 @@ class Settings(BaseSettings):
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("insights_groups", mode="before")
+    @classmethod
+    def _split_groups(cls, value: object) -> object:
+        # Group names as the identities carry them: no trailing slash removed (Keycloak's
+        # group paths start with one), only the spaces around the commas.
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
     @field_validator("collections_file", "encoder_cache_dir", mode="before")

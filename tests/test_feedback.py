@@ -18,11 +18,12 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from service.app import create_app
+from service.app import StartupError, create_app
 from service.http.identity import Identity, current_identity
 from service.settings import Settings
 from service.usage.records import Store, answers, feedback
 from tests.conftest import FakeEncoder, Postgres, start_service
+from tests.tokens import AUDIENCE, ISSUER, claims, forge
 
 TOKEN = "insights-admin-token-" + "y" * 20
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -392,3 +393,91 @@ def test_several_workers_share_one_store(backend: str, real_settings: Settings, 
     assert sorted(r.id for r in store.query(sa.select(answers.c.id))) == sorted(ids)
     assert len(store.query(sa.select(feedback.c.answer_id))) == len(ids)
     store.close()
+
+
+INSIGHTS_SECRET = "insights-shared-secret-" + "s" * 16
+
+
+def _jwt(user: str, groups: list[str], secret: str = INSIGHTS_SECRET) -> dict[str, str]:
+    token = forge({"alg": "HS256", "typ": "JWT"}, claims(user, groups), secret.encode())
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_the_insights_group_reads_the_insights_of_what_it_may_read(
+        collections_file: Path, fake_encoder: FakeEncoder, tmp_path: Path) -> None:
+    settings = Settings(collections_file=collections_file, rate_limit=0, reload_interval=0,
+                        data_dir=tmp_path / "data", admin_token=SecretStr(TOKEN),
+                        admin_rate_limit=3, jwt_secret=SecretStr(INSIGHTS_SECRET),
+                        jwt_issuer=ISSUER, jwt_audience=AUDIENCE, insights_groups=["qa-admins"])
+    with TestClient(create_app(settings, encoder=fake_encoder)) as c:
+        _wait_ready(c)
+        ask = {"question": QUESTIONS[0]}
+        assert c.post("/api/collections/article/ask", json=ask).status_code == 200
+        assert c.post("/api/collections/notes/ask", json=ask,
+                      headers=_jwt("bob", ["hr"])).status_code == 200
+        _flushed(c)
+        member, member_hr = _jwt("carol", ["qa-admins"]), _jwt("dave", ["hr", "qa-admins"])
+        r = c.get("/api/admin/insights", headers=member)
+        assert r.status_code == 200
+        assert (r.json()["collection"], r.json()["questions"]) == ("article", 1)
+        # A restricted collection only for a member who may read it: else the unknown 404.
+        assert c.get("/api/admin/insights", params={"collection": "notes"},
+                     headers=member).status_code == 404
+        for who in (member_hr, AUTH):
+            r = c.get("/api/admin/insights", params={"collection": "notes"}, headers=who)
+            assert r.status_code == 200 and r.json()["questions"] == 1
+        assert c.get("/api/admin/insights.csv", headers=member).status_code == 200
+        page = c.get("/admin/insights", headers=member)
+        assert page.status_code == 200 and page.text.count("<svg") == 3
+        assert "Sign out" not in page.text  # the intranet's login signs out, not this page
+        assert "<option selected>article</option>" in page.text and ">notes<" not in page.text
+        assert ">notes<" in c.get("/admin/insights", headers=member_hr).text
+
+        # A verified user in no insights group: 403, never counted as a guess at the token.
+        outsider = _jwt("eve", ["staff"])
+        for _ in range(5):
+            r = c.get("/api/admin/insights", headers=outsider)
+            assert r.status_code == 403 and "QA_INSIGHTS_GROUPS" in r.json()["detail"]
+        assert c.get("/admin/insights", headers=outsider).status_code == 403
+        assert c.get("/api/admin/insights", headers=AUTH).status_code == 200
+        # A token that is neither a good JWT nor the admin token is a guess, on the page too.
+        forged = _jwt("mallory", ["qa-admins"], secret="another-secret-" + "m" * 20)
+        codes = [c.get(path, headers=forged).status_code
+                 for path in ("/api/admin/insights", "/admin/insights", "/api/admin/insights")]
+        assert codes == [401, 401, 401]
+        assert c.get("/api/admin/insights", headers=AUTH).status_code == 429
+        assert c.get("/api/admin/insights", headers=member).status_code == 200  # not locked
+
+
+def test_the_insights_group_alone_through_an_authenticating_proxy(
+        store_settings: Settings, fake_encoder: FakeEncoder) -> None:
+    settings = store_settings.model_copy(update={
+        "reload_interval": 0, "proxy_identity": True, "trusted_proxies": ["10.0.0.1"],
+        "insights_groups": Settings.model_validate(
+            {"insights_groups": "/qa-admins, ops"}).insights_groups})
+    assert settings.insights_groups == ["/qa-admins", "ops"]  # group paths keep their slash
+    app = create_app(settings, encoder=fake_encoder)
+    with TestClient(app, client=("10.0.0.1", 5000)) as c:
+        _wait_ready(c)
+        _ask(c, QUESTIONS[0])
+        _flushed(c)
+        member = {"X-Forwarded-User": "carol", "X-Forwarded-Groups": "/staff,/qa-admins"}
+        page = c.get("/admin/insights", headers=member)
+        assert page.status_code == 200 and page.text.count("<svg") == 3
+        assert c.get("/api/admin/insights", headers=member).json()["questions"] == 1
+        # No admin token: no sign-in form, no admin routes, only the reason.
+        page = c.get("/admin/insights")
+        assert page.status_code == 401 and 'type="password"' not in page.text
+        assert "intranet" in page.text
+        assert c.get("/admin/insights", headers={"X-Forwarded-User": "eve"}).status_code == 403
+        assert c.post("/admin/insights", data={"token": "x" * 40}).status_code == 404
+        assert c.get("/api/admin/builds/x").status_code == 404
+        elsewhere = TestClient(app, client=("10.0.0.2", 5000))  # not the proxy: headers ignored
+        assert elsewhere.get("/api/admin/insights", headers=member).status_code == 401
+
+
+def test_insights_groups_need_identities(fake_settings: Settings,
+                                         fake_encoder: FakeEncoder) -> None:
+    with pytest.raises(StartupError, match="QA_INSIGHTS_GROUPS"):
+        create_app(fake_settings.model_copy(update={"insights_groups": ["qa-admins"]}),
+                   encoder=fake_encoder)

@@ -1,4 +1,5 @@
-"""Insights: grouping questions by meaning, the per-day figures, and CSV that stays text."""
+"""Insights: grouping questions by meaning, the per-day figures (on SQLite and PostgreSQL),
+and CSV that stays text."""
 
 from __future__ import annotations
 
@@ -96,8 +97,8 @@ def _record(at: float, answered: bool, latency: float, docs: tuple[str, ...],
                         question[1])
 
 
-def test_per_day_figures_and_documents(fake_settings: Settings) -> None:
-    store = Store.open(fake_settings)
+def test_per_day_figures_and_documents(store_settings: Settings) -> None:
+    store = Store.open(store_settings)
     now = (int(time.time() // DAY) + 0.5) * DAY  # midday today, UTC
     store.write_answers([_record(now, True, 10.0, ("a.txt",)), _record(now, True, 30.0, ("a.txt",)),
                          _record(now, False, 20.0, ()),
@@ -124,8 +125,8 @@ def test_per_day_figures_and_documents(fake_settings: Settings) -> None:
 
 
 def test_unanswered_questions_are_grouped_from_the_stored_vectors(
-        fake_settings: Settings, encode: OnnxEncoder) -> None:
-    store = Store.open(fake_settings)
+        store_settings: Settings, encode: OnnxEncoder) -> None:
+    store = Store.open(store_settings)
     now = time.time()
     asked = _with_vectors(encode, [*PARAPHRASES[1], UNRELATED[0]])
     store.write_answers([_record(now, False, 5.0, (), q) for q in asked])

@@ -1,4 +1,5 @@
-"""The recorder: never blocks the request, drops with a counter, survives a failing store."""
+"""The recorder: never blocks the request, drops with a counter, survives a failing store
+(on SQLite and on PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -54,8 +55,8 @@ def test_the_question_vector_and_user_are_kept_only_when_the_settings_say_so() -
     assert pending is not None and to_record(pending).question_vector is None
 
 
-def test_full_queue_drops_and_counts(fake_settings: Settings) -> None:
-    recorder = Recorder(lambda: Store.open(fake_settings), backend="sqlite", capacity=16,
+def test_full_queue_drops_and_counts(store_settings: Settings) -> None:
+    recorder = Recorder(lambda: Store.open(store_settings), backend="sqlite", capacity=16,
                         retention_days=30, store_questions=True)
     for i in range(20):  # the writer is not started: nothing drains
         recorder.record("ask", "v1", ANSWER, f"q{i}", 1.0)
@@ -69,8 +70,8 @@ def test_full_queue_drops_and_counts(fake_settings: Settings) -> None:
     recorder.stop()
 
 
-def test_a_failing_store_drops_the_batch_and_recovers(fake_settings: Settings) -> None:
-    recorder = Recorder(lambda: Store.open(fake_settings), backend="sqlite", capacity=100,
+def test_a_failing_store_drops_the_batch_and_recovers(store_settings: Settings) -> None:
+    recorder = Recorder(lambda: Store.open(store_settings), backend="sqlite", capacity=100,
                         retention_days=30, store_questions=False)
     recorder.start()
     deadline = time.monotonic() + 10
@@ -92,9 +93,9 @@ def test_a_failing_store_drops_the_batch_and_recovers(fake_settings: Settings) -
     recorder.stop()
 
 
-def test_retention_sweep_runs_at_start(fake_settings: Settings) -> None:
-    store = Store.open(fake_settings)
-    recorder = Recorder(lambda: Store.open(fake_settings), backend="sqlite", capacity=16,
+def test_retention_sweep_runs_at_start(store_settings: Settings) -> None:
+    store = Store.open(store_settings)
+    recorder = Recorder(lambda: Store.open(store_settings), backend="sqlite", capacity=16,
                         retention_days=1, store_questions=False)
     recorder.record("ask", "v1", ANSWER, "q", 1.0)
     old = to_record(recorder._queue.get_nowait())  # type: ignore[arg-type]

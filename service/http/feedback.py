@@ -14,9 +14,12 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from service.http.admin import Admin, require_admin
+from service.http.admin import Admin
 from service.http.api import RecorderDep, clean_text
+from service.http.auth import Authenticator, BadProxyHeaders
+from service.http.identity import ANONYMOUS, Identity
 from service.http.insights_page import render_login, render_page
+from service.http.jwks import InvalidToken, KeysUnavailable
 from service.http.library import Library
 from service.http.limits import ErrorBody
 from service.http.ratelimit import retry_after_header
@@ -118,15 +121,123 @@ CollectionName = Annotated[str | None, Query(
 Table = Literal["days", "unanswered", "not_helpful", "documents"]
 
 
-async def _report(request: Request, days: int,
-                  collection: str | None) -> insights.InsightsOut:
+class Refused(Exception):
+    """Who asked may not read the insights: the status, the reason, and headers to send."""
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.headers = status, detail, headers
+
+
+# Who reads the insights: None for the admin token (every collection), else a verified identity
+# in one of QA_INSIGHTS_GROUPS (the collections it may read).
+Reader = Identity | None
+
+
+def _bearer(request: Request) -> str | None:
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    return presented.strip() if scheme.lower() == "bearer" else None
+
+
+async def _group_identity(request: Request) -> tuple[Identity, bool]:
+    """The request's verified identity when QA_INSIGHTS_GROUPS is set (the admin paths skip the
+    identity middleware, so it is decided here), and whether the bearer token was its proof.
+    A bearer token that is no valid JWT leaves the request anonymous: it may be the admin
+    token, or a guess at it."""
+    auth: Authenticator | None = request.app.state.authenticator
+    if not request.app.state.settings.insights_groups or auth is None:
+        return ANONYMOUS, False
+    try:
+        identity = await auth.identify(request.scope)
+    except InvalidToken:
+        return ANONYMOUS, False
+    except KeysUnavailable as exc:
+        raise Refused(503, str(exc), {"Retry-After": "30"}) from exc
+    except BadProxyHeaders as exc:
+        raise Refused(400, str(exc)) from exc
+    by_proxy = auth.proxy is not None and auth.proxy.of(request.scope) is not None
+    return identity, identity.verified and not by_proxy
+
+
+async def _reader(request: Request, *, page: bool) -> Reader:
+    """The admin token (a bearer header, or on the page its session cookie), or a verified
+    identity in one of QA_INSIGHTS_GROUPS; `Refused` otherwise. Failed tries at the token
+    count against QA_ADMIN_RATE_LIMIT as on every admin route; a member of no insights group
+    who offers no token is told so (403) without counting."""
+    admin: Admin | None = getattr(request.app.state, "admin", None)
+    presented = _bearer(request)
+    client = request.app.state.client_identity.of(request.scope)
+
+    def locked_out() -> None:
+        assert admin is not None
+        wait = admin.failures.retry_after(client)
+        if wait > 0:
+            raise Refused(429, "too many failed admin authentications; retry in "
+                               f"{retry_after_header(wait)} s",
+                          {"Retry-After": retry_after_header(wait)})
+
+    # A member of an insights group first: another client's failed guesses from the same
+    # address must not lock a member out.
+    try:
+        identity, by_bearer = await _group_identity(request)
+        trouble = None
+    except Refused as exc:
+        identity, by_bearer, trouble = ANONYMOUS, False, exc
+    groups = request.app.state.settings.insights_groups
+    if identity.verified and not identity.groups.isdisjoint(groups):
+        return identity
+    if admin is not None and presented is not None:
+        locked_out()  # before the comparison: a lockout must not tell a right token apart
+        if admin.check_token(presented):
+            return None
+    if admin is not None and page and _session_valid(request, admin):
+        return None
+    if trouble is not None:
+        raise trouble
+    guessed = presented is not None and not by_bearer
+    if admin is not None and (guessed or (not page and not identity.verified)):
+        if presented is None:
+            locked_out()  # as the other admin routes: no token at all counts too
+        admin.failures.hit(client)
+        log.warning("admin authentication failed from %s", client)
+    if identity.verified:
+        raise Refused(403, f"{identity.user} is in none of the groups that may read the "
+                           "insights (QA_INSIGHTS_GROUPS)")
+    raise Refused(401, "a valid admin bearer token is required"
+                  if admin is not None else "sign in through the intranet's login first",
+                  {"WWW-Authenticate": "Bearer"})
+
+
+async def api_reader(request: Request) -> Reader:
+    try:
+        return await _reader(request, page=False)
+    except Refused as exc:
+        raise HTTPException(exc.status, exc.detail, headers=exc.headers) from None
+
+
+ApiReader = Annotated[Reader, Depends(api_reader)]
+
+
+def _collections(library: Library, reader: Reader) -> list[str]:
+    """The collections whose insights this reader may see: every one for the admin token."""
+    if reader is None:
+        return library.names
+    return [shelf.name for shelf in library.readable(reader)]
+
+
+async def _report(request: Request, days: int, collection: str | None,
+                  reader: Reader) -> insights.InsightsOut:
     recorder: Recorder | None = request.app.state.recorder
     if recorder is None:
         raise HTTPException(404, "this service does not record answers (QA_RECORDING=false)")
     library: Library = request.app.state.library
-    collection = collection or library.primary.name
+    allowed = _collections(library, reader)
+    if collection is None:
+        collection = library.primary.name if library.primary.name in allowed or not allowed \
+            else allowed[0]
     shelf = library.shelf(collection)
-    if shelf is None:
+    if shelf is None or collection not in allowed:
+        # The same answer for a collection this reader may not read as for an unknown one.
         raise HTTPException(404, f"no collection {collection!r}")
     store = recorder.store
     if store is None:
@@ -149,23 +260,24 @@ def _csv(report: insights.InsightsOut, table: str) -> Response:
                              "Cache-Control": "no-store"})
 
 
-api = APIRouter(prefix="/api/admin", tags=["admin"], dependencies=[Depends(require_admin)],
-                responses={401: {"description": "Missing or wrong bearer token."}})
+api = APIRouter(prefix="/api/admin", tags=["admin"],
+                responses={401: {"description": "Missing or wrong bearer token."},
+                           403: {"description": "An identity in no insights group."}})
 
 
 @api.get("/insights", response_model=insights.InsightsOut)
-async def insights_json(request: Request, days: Days = 30,
+async def insights_json(request: Request, reader: ApiReader, days: Days = 30,
                         collection: CollectionName = None) -> insights.InsightsOut:
     """What readers asked and missed, per day and in total, for the last `days` days."""
-    return await _report(request, days, collection)
+    return await _report(request, days, collection, reader)
 
 
 @api.get("/insights.csv", response_class=Response,
          responses={200: {"content": {"text/csv": {}}}})
-async def insights_csv(request: Request, table: Table = "days", days: Days = 30,
-                       collection: CollectionName = None) -> Response:
+async def insights_csv(request: Request, reader: ApiReader, table: Table = "days",
+                       days: Days = 30, collection: CollectionName = None) -> Response:
     """One table of the insights as CSV."""
-    return _csv(await _report(request, days, collection), table)
+    return _csv(await _report(request, days, collection, reader), table)
 
 
 # ---------------------------------------------------------------- the page, for a browser
@@ -176,16 +288,23 @@ def _session_value(admin: Admin, expires: int) -> str:
     return f"{expires}.{mac}"
 
 
-def _signed_in(request: Request, admin: Admin) -> bool:
-    """A session cookie from the sign-in form, or the bearer token itself (for curl)."""
-    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and admin.check_token(presented.strip()):
-        return True
+def _session_valid(request: Request, admin: Admin) -> bool:
+    """A session cookie from the sign-in form, not expired."""
     expires, _, _mac = request.cookies.get(SESSION_COOKIE, "").partition(".")
     if not expires.isdigit() or int(expires) < time.time():
         return False
     return hmac.compare_digest(request.cookies[SESSION_COOKIE], _session_value(admin,
                                                                                 int(expires)))
+
+
+def _refused_page(request: Request, refused: Refused) -> HTMLResponse:
+    """The sign-in form when there is an admin token to sign in with, else the reason."""
+    form = getattr(request.app.state, "admin", None) is not None
+    message = None if refused.status == 401 and form else refused.detail
+    headers = {**PAGE_HEADERS, **{k: v for k, v in (refused.headers or {}).items()
+                                  if k == "Retry-After"}}
+    return HTMLResponse(render_login(message, form=form), status_code=refused.status,
+                        headers=headers)
 
 
 def _login_page(message: str | None, status: int) -> HTMLResponse:
@@ -198,27 +317,34 @@ pages = APIRouter(include_in_schema=False)
 @pages.get("/admin/insights")
 async def insights_page(request: Request, days: Days = 30,
                         collection: CollectionName = None) -> Response:
-    admin: Admin = request.app.state.admin
-    if not _signed_in(request, admin):
-        return _login_page(None, 401)
-    report = await _report(request, days, collection)
+    try:
+        reader = await _reader(request, page=True)
+    except Refused as refused:
+        return _refused_page(request, refused)
+    report = await _report(request, days, collection, reader)
     library: Library = request.app.state.library
-    return HTMLResponse(render_page(report, collections=library.names), headers=PAGE_HEADERS)
+    return HTMLResponse(render_page(report, collections=_collections(library, reader),
+                                    sign_out=reader is None), headers=PAGE_HEADERS)
 
 
 @pages.get("/admin/insights.csv")
 async def insights_page_csv(request: Request, table: Table = "days", days: Days = 30,
                             collection: CollectionName = None) -> Response:
-    if not _signed_in(request, request.app.state.admin):
-        raise HTTPException(401, "sign in at /admin/insights first")
-    return _csv(await _report(request, days, collection), table)
+    try:
+        reader = await _reader(request, page=True)
+    except Refused as refused:
+        detail = "sign in at /admin/insights first" if refused.status == 401 else refused.detail
+        raise HTTPException(refused.status, detail, headers=refused.headers) from None
+    return _csv(await _report(request, days, collection, reader), table)
 
 
 @pages.post("/admin/insights")
 async def sign_in(request: Request) -> Response:
     """The sign-in form posts the token here (a body is never logged, a URL may be); the
     answer is a session cookie for /admin only, valid for 8 hours."""
-    admin: Admin = request.app.state.admin
+    admin: Admin | None = getattr(request.app.state, "admin", None)
+    if admin is None:
+        raise HTTPException(404, "no admin token is set: sign in through the intranet's login")
     client = request.app.state.client_identity.of(request.scope)
     wait = admin.failures.retry_after(client)
     if wait > 0:

@@ -100,8 +100,10 @@ def lines(title: str, desc: str, days: Sequence[str],
     return _frame(title, desc, top, " ms", days, body, [(c, name) for c, name, _ in series])
 
 
-def render_page(report: InsightsOut, *, collections: Sequence[str]) -> str:
-    """The whole page for one report."""
+def render_page(report: InsightsOut, *, collections: Sequence[str],
+                sign_out: bool = True) -> str:
+    """The whole page for one report; `sign_out` for a session of the sign-in form (a reader
+    let in by the intranet's login signs out there)."""
     days = [d.day for d in report.per_day]
     questions_plot = stacked_bars(
         "q", f"Questions per day from {report.since} to {report.until}: answered and declined",
@@ -125,7 +127,8 @@ def render_page(report: InsightsOut, *, collections: Sequence[str]) -> str:
         for t, label in (("days", "per day"), ("unanswered", "unanswered"),
                          ("not_helpful", "not helpful"), ("documents", "documents")))
     out = [_HEAD.format(title="Insights"), "<header><h1>Insights</h1>",
-           '<form method="post" action="/admin/logout"><button>Sign out</button></form></header>',
+           '<form method="post" action="/admin/logout"><button>Sign out</button></form>'
+           if sign_out else "", "</header>",
            '<form class="period" method="get" action="/admin/insights">',
            f'<label>Period <select name="days">{period}</select></label>',
            f'<label>Collection <select name="collection">{choices}</select></label>',
@@ -196,15 +199,17 @@ def render_page(report: InsightsOut, *, collections: Sequence[str]) -> str:
     return "".join(out)
 
 
-def render_login(message: str | None = None) -> str:
-    """The sign-in form: the admin token goes in a POST body, never in a URL."""
+def render_login(message: str | None = None, *, form: bool = True) -> str:
+    """The sign-in form: the admin token goes in a POST body, never in a URL. Without an admin
+    token (only QA_INSIGHTS_GROUPS lets readers in) there is no form, only the reason."""
     note = f'<p class="err" role="alert">{_e(message)}</p>' if message else ""
-    return (_HEAD.format(title="Insights — sign in") + "<h1>Insights</h1>" + note +
-            '<form class="login" method="post" action="/admin/insights">'
-            '<label for="token">Admin token</label>'
-            '<input id="token" name="token" type="password" autocomplete="current-password" '
-            'required maxlength="1024">'
-            "<button>Sign in</button></form></main></body></html>")
+    login = ('<form class="login" method="post" action="/admin/insights">'
+             '<label for="token">Admin token</label>'
+             '<input id="token" name="token" type="password" autocomplete="current-password" '
+             'required maxlength="1024">'
+             "<button>Sign in</button></form>") if form else ""
+    return (_HEAD.format(title="Insights — sign in") + "<h1>Insights</h1>" + note + login +
+            "</main></body></html>")
 
 
 _HEAD = ('<!doctype html><html lang="en"><head><meta charset="utf-8">'
