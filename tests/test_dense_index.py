@@ -139,9 +139,11 @@ def test_ivf_pq_candidates_are_rescored_exactly(tmp_path: Path, fake_encoder: Fa
     for column, query in enumerate(queries):
         found = retrieval.dense_candidates(index, query, 5)
         # Refined: in exact order, and the true nearest first (the coarse codes alone need not).
+        # Within float32 rounding: the matrix product here and retrieval's one-question product
+        # may differ in the last place, and the fake vectors tie (several passages at 1/sqrt(5)).
         scores = exact[found, column]
-        assert list(scores) == sorted(scores, reverse=True)
-        assert found[0] == int(np.argmax(exact[:, column]))
+        assert all(a >= b - 1e-6 for a, b in zip(scores, scores[1:], strict=False))
+        assert scores[0] >= float(exact[:, column].max()) - 1e-6
     question = "Who manages budget number 12?"
     hits = retrieve(index, fake_encoder.encode_queries([question])[0], lexical.terms(question), 3)
     assert index.chunks[hits[0].chunk].doc_id == "note12.txt"
