@@ -15,6 +15,7 @@ from starlette.datastructures import UploadFile
 from starlette.types import Scope
 
 from service.catalog import DEFAULT
+from service.http.bearer import bearer_token
 from service.http.jobs import KEEP_JOBS, BuildBusy, BuildJob, BuildJobs
 from service.http.library import Library, Shelf
 from service.http.ratelimit import retry_after_header
@@ -108,8 +109,8 @@ class Admin:
         routing; the route's own check still runs and counts failures)."""
         for key, value in scope.get("headers", ()):
             if key == b"authorization":
-                scheme, _, presented = value.decode("latin-1").partition(" ")
-                return scheme.lower() == "bearer" and self.check_token(presented.strip())
+                presented = bearer_token(value.decode("latin-1"))
+                return presented is not None and self.check_token(presented)
         return False
 
 
@@ -133,18 +134,26 @@ DeskDep = Annotated[Desk, Depends(get_desk)]
 DefaultDeskDep = Annotated[Desk, Depends(get_default_desk)]
 
 
+def lockout(admin: Admin, client: str) -> tuple[str, dict[str, str]] | None:
+    """The 429's reason and headers while `client` is held back after failed tries at the
+    admin token, else None."""
+    wait = admin.failures.retry_after(client)
+    if wait <= 0:
+        return None
+    return (f"too many failed admin authentications; retry in {retry_after_header(wait)} s",
+            {"Retry-After": retry_after_header(wait)})
+
+
 def require_admin(request: Request, admin: AdminDep,
                   authorization: Annotated[str | None, Header()] = None) -> None:
     """Bearer-token check. Failed attempts are limited per client, so the token cannot be
     guessed at speed; the token itself is never logged."""
     client = request.app.state.client_identity.of(request.scope)
-    wait = admin.failures.retry_after(client)
-    if wait > 0:
-        raise HTTPException(429, "too many failed admin authentications; retry in "
-                                 f"{retry_after_header(wait)} s",
-                            headers={"Retry-After": retry_after_header(wait)})
-    scheme, _, presented = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not admin.check_token(presented.strip()):
+    refused = lockout(admin, client)
+    if refused is not None:
+        raise HTTPException(429, refused[0], headers=refused[1])
+    presented = bearer_token(authorization)
+    if presented is None or not admin.check_token(presented):
         admin.failures.hit(client)
         log.warning("admin authentication failed from %s", client)
         raise HTTPException(401, "a valid admin bearer token is required",

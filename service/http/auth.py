@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.http.bearer import MAX_GROUPS, MAX_NAME_CHARS, TokenVerifier
+from service.http.bearer import MAX_GROUPS, MAX_NAME_CHARS, TokenVerifier, bearer_token
 from service.http.identity import ANONYMOUS, Identity
 from service.http.jwks import InvalidToken, JwksKeys, KeySource, KeysUnavailable, SharedSecret
 from service.http.limits import refuse
@@ -86,10 +86,10 @@ class Authenticator:
             return ANONYMOUS
         if len(tokens) > 1:
             raise InvalidToken("invalid token: more than one Authorization header")
-        scheme, _, token = tokens[0].decode("latin-1").partition(" ")
-        if scheme.lower() != "bearer":
+        token = bearer_token(tokens[0].decode("latin-1"))
+        if token is None:
             return ANONYMOUS  # another scheme (e.g. Basic for a gateway) is not ours to judge
-        return await self.verifier.verify(token.strip())
+        return await self.verifier.verify(token)
 
 
 class AuthMiddleware:

@@ -32,6 +32,13 @@ _REASONS: tuple[tuple[type[Exception], str], ...] = (
 )
 
 
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header value; None for no header or
+    another scheme."""
+    scheme, _, presented = (authorization or "").partition(" ")
+    return presented.strip() if scheme.lower() == "bearer" else None
+
+
 class TokenVerifier:
     """Bearer JWTs signed by `keys`, for `audience` from `issuer`, current, with a user."""
 

@@ -14,9 +14,10 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from service.http.admin import Admin
+from service.http.admin import Admin, lockout
 from service.http.api import RecorderDep, clean_text
 from service.http.auth import Authenticator, BadProxyHeaders
+from service.http.bearer import bearer_token
 from service.http.identity import ANONYMOUS, Identity
 from service.http.insights_page import render_login, render_page
 from service.http.jwks import InvalidToken, KeysUnavailable
@@ -134,11 +135,6 @@ class Refused(Exception):
 Reader = Identity | None
 
 
-def _bearer(request: Request) -> str | None:
-    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-    return presented.strip() if scheme.lower() == "bearer" else None
-
-
 async def _group_identity(request: Request) -> tuple[Identity, bool]:
     """The request's verified identity when QA_INSIGHTS_GROUPS is set (the admin paths skip the
     identity middleware, so it is decided here), and whether the bearer token was its proof.
@@ -165,16 +161,14 @@ async def _reader(request: Request, *, page: bool) -> Reader:
     count against QA_ADMIN_RATE_LIMIT as on every admin route; a member of no insights group
     who offers no token is told so (403) without counting."""
     admin: Admin | None = getattr(request.app.state, "admin", None)
-    presented = _bearer(request)
+    presented = bearer_token(request.headers.get("authorization"))
     client = request.app.state.client_identity.of(request.scope)
 
     def locked_out() -> None:
         assert admin is not None
-        wait = admin.failures.retry_after(client)
-        if wait > 0:
-            raise Refused(429, "too many failed admin authentications; retry in "
-                               f"{retry_after_header(wait)} s",
-                          {"Retry-After": retry_after_header(wait)})
+        refused = lockout(admin, client)
+        if refused is not None:
+            raise Refused(429, *refused)
 
     # A member of an insights group first: another client's failed guesses from the same
     # address must not lock a member out.
