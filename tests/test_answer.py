@@ -234,6 +234,8 @@ def test_abbreviated_and_negated_forms_count_as_the_question_terms(
     assert with_ > without + 0.3
     # "paid?" is answered by "unpaid" (with or without the question's wants).
     assert coverage_of("Is family leave paid?", "unpaid") == pytest.approx((1.0, 1.0))
+    # ... and "unpaid?" by "paid" (the sentence may say "not paid").
+    assert coverage_of("Is parental leave unpaid?", "Staff may") == pytest.approx((1.0, 1.0))
 
 
 POINTERS = """## Transit

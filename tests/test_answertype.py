@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from service.index.acronyms import learn
-from service.qa.answertype import Kind, gives, question_kind, wanted
+from service.qa.answertype import Kind, gives, gives_exactly, question_kind, wanted
 
 
 @pytest.mark.parametrize(("question", "kind"), [
@@ -22,6 +22,9 @@ from service.qa.answertype import Kind, gives, question_kind, wanted
     ("is FMLA time paid?", Kind.VERDICT),
     ("so can I delete a message?", Kind.VERDICT),
     ("what is the main difference between the roles?", Kind.OTHER),
+    # The first question word decides: a "when" after "what" joins a clause.
+    ("what happens when roles are unclear?", Kind.OTHER),
+    ("what time does it close when it snows?", Kind.TIME),
 ])
 def test_question_kinds(question: str, kind: Kind) -> None:
     assert question_kind(question) is kind
@@ -43,6 +46,32 @@ def test_sentences_that_give_the_kind() -> None:
     assert gives(wanted("can I delete it?"), "Users are prohibited from deleting messages.")
     assert not gives(wanted("what is it?"), "It is a tool.")
     assert gives(wanted("is the leave paid?"), "You get 12 unpaid weeks.")
+
+
+def test_amounts_given_in_the_form_asked() -> None:
+    hours = wanted("how many hours off can I take to go vote?")
+    assert hours.counted == frozenset({"hour"})  # "off" is a stopword
+    # Both give a number; only one joins it to what is counted.
+    exact = "You can receive up to 4 hours for each election event."
+    loose = "If you need less than 4, enter the amount you used."
+    assert gives(hours, exact) and gives(hours, loose)
+    assert gives_exactly(hours, exact) and not gives_exactly(hours, loose)
+    sessions = wanted("how many free counseling sessions does the program give me?")
+    assert gives_exactly(sessions, "You can receive six free sessions a year.")
+    assert not gives_exactly(sessions, "Six people run the program.")
+    length = wanted("how long does my password need to be?")
+    assert length.kind is Kind.AMOUNT and not length.counted
+    assert gives_exactly(length, "Passwords must be 16 characters.")
+    # A length is not given in days.
+    assert not gives_exactly(length, "Passwords must be changed every 90 days.")
+    assert gives_exactly(wanted("how much leave do I get?"), "You get 13 days a year.")
+    assert gives_exactly(wanted("how much is the award?"), "Up to 2.1% of pay.")
+    # The question's own number is not the answer, joined to a unit or not.
+    assert not gives_exactly(wanted("how many days do I get for 3 years?"),
+                             "After 3 years of service you get more.")
+    assert gives_exactly(wanted("how long does it take?"), "It takes three weeks.")
+    assert not gives_exactly(wanted("how long does it take?"), "Three people review it.")
+    assert not gives_exactly(wanted("who approves it?"), "It takes 3 days.")
 
 
 def test_abbreviations_are_read_from_the_question() -> None:

@@ -14,7 +14,7 @@ from service.index import lexical
 from service.index.acronyms import initials_match
 from service.ingest import markup
 from service.ingest.corpus import Document
-from service.qa.answertype import NO_WANT, Want, gives
+from service.qa.answertype import NO_WANT, Want, gives, gives_exactly
 from service.qa.retrieval import Hit, SearchIndex
 
 MAX_ANSWER_CHARS = 500
@@ -26,6 +26,9 @@ DECLINE_TEXT = ("The text does not answer this. The passages below are the close
 SENTENCE_WEIGHTS = (0.6, 0.25, 0.15)
 # Added to the score of a sentence that gives the kind of answer the question wants.
 TYPE_WEIGHT = 0.08
+# Added again when it gives an amount or a duration in the form asked: the number joined to
+# what the question counts or to a unit.
+EXACT_TYPE_WEIGHT = 0.04
 # Taken from the score of a sentence that only leads elsewhere: one ending in a colon (the
 # answer is in the list after it) or a short pointer ("See the Transit page.").
 LEAD_IN_PENALTY = 0.06
@@ -125,6 +128,9 @@ def score_sentences(index: SearchIndex, query_vector: np.ndarray, query_terms: S
     short.pop(-1, None)
     # A question term is answered by its negation too: "paid?" by "unpaid".
     negated = {terms.id_of(p + t): asked(t) for t in set(query_terms) for p in ("un", "non")}
+    # ... and the question's negated word by the plain one: "unclear?" by "not clear".
+    negated.update({terms.id_of(t[len(p):]): asked(t) for t in set(query_terms)
+                    for p in ("un", "non") if t.startswith(p) and len(t) > len(p) + 3})
     negated.pop(-1, None)
     for h, hit in enumerate(hits):
         chunk = index.chunks[hit.chunk]
@@ -144,6 +150,8 @@ def score_sentences(index: SearchIndex, query_vector: np.ndarray, query_terms: S
             score = w_cos * float(cos) + w_cov * cov + w_hit * hit.score
             typed = gives(want, sentence)
             score += TYPE_WEIGHT * typed
+            if typed and gives_exactly(want, sentence):
+                score += EXACT_TYPE_WEIGHT
             if _leads_in(sentence):
                 score -= LEAD_IN_PENALTY
             scored.append(ScoredSentence(h, p, start, end, score, float(cos), cov, typed))

@@ -63,6 +63,14 @@ _VERDICT_WORDS = frozenset(
     "yes no not cannot can't don't doesn't isn't aren't won't shouldn't mustn't never only "
     "must may can should required require requires allowed allow allows prohibited "
     "permitted okay ok need needs needed eligible".split())
+# Units a length or size is given in ("at least 16 characters").
+_SIZE_UNITS = frozenset(
+    "character characters digit digits letter letters word words page pages line lines "
+    "item items percent inch inches foot feet meter meters metre metres mile miles km cm mm "
+    "kb mb gb tb pound pounds lb lbs kg".split())
+# Words that end the thing a "how many ..." question counts: an auxiliary or a pronoun.
+_COUNT_ENDS = _AUXILIARIES | frozenset("i we you they he she it my our your there to for of "
+                                       "in on at per a an the".split())
 _PLACE_WORDS = frozenset(
     "room floor building office street avenue suite at located location address website "
     "page site".split())
@@ -89,8 +97,9 @@ def question_kind(question: str) -> Kind:
                 return Kind.FREQUENCY
         if word == "when":
             return Kind.TIME
-        if word in ("what", "which") and following in _TIME_NOUNS:
-            return Kind.TIME
+        if word in ("what", "which"):
+            # The first question word decides: "what happens when ..." asks what, not when.
+            return Kind.TIME if following in _TIME_NOUNS else Kind.OTHER
         if word in ("who", "whom", "whose"):
             return Kind.PERSON
         if word == "where":
@@ -114,6 +123,10 @@ class Want:
     undefined: tuple[tuple[str, str], ...] = ()
     # (abbreviation's term, its expansion's terms) for expansions the question spells out
     abbreviated: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # What a "how many / how much" question counts ("hours", "free sessions"), as terms.
+    counted: frozenset[str] = frozenset()
+    # Units an amount or a duration of the kind wanted is given in (words).
+    units: frozenset[str] = frozenset()
 
 
 NO_WANT = Want()
@@ -128,9 +141,33 @@ def wanted(question: str, known: Acronyms | None = None) -> Want:
         if term and term[0] not in stems:
             undefined.append((token, term[0]))
     short = known.abbreviated(lexical.terms(question)) if known else []
-    return Want(question_kind(question), frozenset(_WORD.findall(question.lower())),
-                tuple((a, tuple(e)) for a, e in defined), tuple(undefined),
-                tuple((a, tuple(e)) for a, e in short))
+    kind = question_kind(question)
+    asked = frozenset(_WORD.findall(question.lower()))
+    units: frozenset[str] = frozenset()
+    if kind is Kind.DURATION:
+        units = _TIME_UNITS
+    elif kind is Kind.AMOUNT:
+        # "How long does it have to be?" asks for a size; "how many / how much" for anything.
+        units = _SIZE_UNITS if "long" in asked else _TIME_UNITS | _SIZE_UNITS
+    return Want(kind, asked, tuple((a, tuple(e)) for a, e in defined), tuple(undefined),
+                tuple((a, tuple(e)) for a, e in short),
+                _counted(question) if kind is Kind.AMOUNT else frozenset(), units)
+
+
+def _counted(question: str) -> frozenset[str]:
+    """The terms of what "how many X" or "how much X" counts: the words after "many" or
+    "much" up to an auxiliary, a pronoun or a preposition ("how many hours off can I take"
+    counts "hours off")."""
+    words = _WORD.findall(question.lower())
+    for i in range(len(words) - 1):
+        if words[i] == "how" and words[i + 1] in ("many", "much"):
+            span = []
+            for word in words[i + 2:]:
+                if word in _COUNT_ENDS:
+                    break
+                span.append(word)
+            return frozenset(lexical.terms(" ".join(span)))
+    return frozenset()
 
 
 def gives(want: Want, sentence: str) -> bool:
@@ -157,6 +194,26 @@ def gives(want: Want, sentence: str) -> bool:
     # A verdict: a modal or negation, or the question's own word negated ("paid" -> "unpaid").
     return any(w in _VERDICT_WORDS or (w[:2] == "un" and w[2:] in asked)
                or (w[:3] == "non" and w[3:].lstrip("-") in asked) for w in words)
+
+
+def gives_exactly(want: Want, sentence: str) -> bool:
+    """Whether `sentence` gives the amount or duration asked for in the form asked: a number
+    joined to what the question counts or to a unit ("up to 4 hours", "16 characters",
+    "2.1%"), not merely some number ("if you need less than 4, enter ...")."""
+    if not want.units:
+        return False
+    if want.kind is Kind.AMOUNT and ("%" in sentence or "$" in sentence):
+        return True
+    words = _WORD.findall(sentence.lower())
+    for i, word in enumerate(words):
+        if not (word[0].isdigit() or word in _NUMBER_WORDS) or word in want.asked:
+            continue
+        following = words[i + 1 : i + 4]
+        if any(w in want.units for w in following[:2]):
+            return True
+        if want.counted and want.counted & set(lexical.terms(" ".join(following))):
+            return True
+    return False
 
 
 def _names_someone(sentence: str, words: list[str]) -> bool:
