@@ -65,6 +65,8 @@ def test_amounts_given_in_the_form_asked() -> None:
     # A length is not given in days.
     assert not gives_exactly(length, "Passwords must be changed every 90 days.")
     assert gives_exactly(wanted("how much leave do I get?"), "You get 13 days a year.")
+    # "long" elsewhere does not make a "how many" question ask for a size.
+    assert gives_exactly(wanted("how much time off for a long illness?"), "Up to 30 days.")
     assert gives_exactly(wanted("how much is the award?"), "Up to 2.1% of pay.")
     # The question's own number is not the answer, joined to a unit or not.
     assert not gives_exactly(wanted("how many days do I get for 3 years?"),

@@ -68,7 +68,8 @@ _SIZE_UNITS = frozenset(
     "character characters digit digits letter letters word words page pages line lines "
     "item items percent inch inches foot feet meter meters metre metres mile miles km cm mm "
     "kb mb gb tb pound pounds lb lbs kg".split())
-# Words that end the thing a "how many ..." question counts: an auxiliary or a pronoun.
+# Words that end what a "how many ..." question counts: an auxiliary, a pronoun, a
+# preposition or an article.
 _COUNT_ENDS = _AUXILIARIES | frozenset("i we you they he she it my our your there to for of "
                                        "in on at per a an the".split())
 _PLACE_WORDS = frozenset(
@@ -148,7 +149,8 @@ def wanted(question: str, known: Acronyms | None = None) -> Want:
         units = _TIME_UNITS
     elif kind is Kind.AMOUNT:
         # "How long does it have to be?" asks for a size; "how many / how much" for anything.
-        units = _SIZE_UNITS if "long" in asked else _TIME_UNITS | _SIZE_UNITS
+        units = _SIZE_UNITS if "how long" in " ".join(_WORD.findall(question.lower())) \
+            else _TIME_UNITS | _SIZE_UNITS
     return Want(kind, asked, tuple((a, tuple(e)) for a, e in defined), tuple(undefined),
                 tuple((a, tuple(e)) for a, e in short),
                 _counted(question) if kind is Kind.AMOUNT else frozenset(), units)
