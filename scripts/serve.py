@@ -28,15 +28,17 @@ import uvicorn._subprocess  # noqa: E402
 from uvicorn.main import main as uvicorn_cli  # noqa: E402
 from uvicorn.supervisors.multiprocess import SIGNALS  # noqa: E402
 
-from service.settings import InvalidSettings, from_environment  # noqa: E402
+from service.settings import InvalidSettings, Settings, from_environment  # noqa: E402
 
 APP = "service.app:create_app"
 # Modules a worker imports while it starts and answers its first questions, beyond what the
 # app factory's module imports itself: the encoder's runtime and tokenizer, the HTTP protocol
-# and event loop uvicorn picks, the answer store's SQLite.
+# and event loop uvicorn picks, the answer store's SQLite, the prepared-encoder cache the
+# encoder opens, and numpy.ma (numpy imports it lazily the first time retrieval calls np.unique).
 PRELOAD = ("service.app", "onnxruntime", "tokenizers", "sqlite3", "uvloop", "httptools",
            "uvicorn.protocols.http.h11_impl", "uvicorn.protocols.http.httptools_impl",
-           "uvicorn.protocols.websockets.auto", "uvicorn.lifespan.on", "uvicorn.loops.uvloop")
+           "uvicorn.protocols.websockets.auto", "uvicorn.lifespan.on", "uvicorn.loops.uvloop",
+           "service.index.prepared", "numpy.ma")
 
 
 def clear(folder: Path) -> None:
@@ -55,16 +57,20 @@ def _in_worker() -> None:
     gc.enable()
 
 
-def prefork() -> None:
-    """Import the workers' modules here and have uvicorn fork its workers from this process.
-    The objects made by those imports are frozen out of the garbage collector, whose
-    bookkeeping would otherwise write to (and so copy) every page holding them in each
-    worker."""
+def prefork(settings: Settings) -> None:
+    """Import the workers' modules here, load the tokenizers they will read, and have uvicorn
+    fork its workers from this process. The objects made by those imports are frozen out of
+    the garbage collector, whose bookkeeping would otherwise write to (and so copy) every page
+    holding them in each worker."""
     # No collection in this process from here on: one would leave freed holes in the pages
     # the workers share, and the workers' new objects would land in them (copying the pages).
     gc.disable()
     for name in PRELOAD:
         importlib.import_module(name)
+    # Loading a tokenizer parses a file into Rust structures and starts no thread.
+    from service.app import preload_for_workers
+
+    preload_for_workers(settings)
     gc.freeze()
     os.register_at_fork(after_in_child=_in_worker)
     # uvicorn makes its worker processes with this multiprocessing context (spawn by default).
@@ -87,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         made = tempfile.mkdtemp(prefix="qa-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = made
     if settings.workers > 1:
-        prefork()
+        prefork(settings)
     try:
         uvicorn_cli.main(args=["--factory", APP, "--workers", str(settings.workers), *args],
                          prog_name="uvicorn", standalone_mode=False)

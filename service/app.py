@@ -31,7 +31,13 @@ from service.http.ratelimit import ClientIdentity, RateLimitMiddleware
 from service.http.sharedlimits import LimiterCollector, SharedLimiter, limiter
 from service.http.web import router as web_router
 from service.index import store
-from service.index.encoder import Encoder, describe_model
+from service.index.encoder import (
+    Encoder,
+    EncoderError,
+    OnnxEncoder,
+    describe_model,
+    preload_tokenizer,
+)
 from service.qa.engine import ReloadWatcher
 from service.qa.retrieval import check_compatible
 from service.settings import InvalidSettings, Settings, from_environment
@@ -70,6 +76,37 @@ def check_startup(settings: Settings, encoder: Encoder | None = None,
         if collection is None:
             raise
         raise store.IndexUnavailable(f"{where}{exc}") from exc
+
+
+def preload_for_workers(settings: Settings) -> int:
+    """In a launcher about to fork its workers: load what each of them would otherwise load
+    alike and then only read, the tokenizer of every collection's current encoder, so they
+    share one copy. Returns how many were loaded. Whatever cannot be had here (no index yet, a
+    bad catalog, a damaged file) is left to the workers, which load, check and report it as
+    without this; a worker whose index names other bytes loads its own."""
+    loaded = 0
+    try:
+        model = describe_model(settings.model_dir)
+        collections = read_catalog(settings)
+    except (CatalogError, EncoderError, OSError, ValueError) as exc:
+        log.debug("nothing preloaded for the workers: %s", exc)
+        return 0
+    for collection in collections:
+        index_dir = collection.index_dir
+        try:
+            version = store.current_version(index_dir)
+            if version is None:
+                continue
+            record = store.read_manifest(index_dir / "versions" / version).get("encoder", {})
+            if record.get("kind") != OnnxEncoder.kind:
+                continue
+            folder, _ = store.encoder_files(index_dir, record)
+            preload_tokenizer(folder, model)
+            loaded += 1
+        # tokenizers raises a plain Exception for a file it cannot parse.
+        except Exception as exc:
+            log.debug("%s: tokenizer not preloaded for the workers: %s", collection.name, exc)
+    return loaded
 
 
 def load_settings() -> Settings:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 
+from service.index import encoder as encoder_module
 from service.index.encoder import (
     BATCH_CHARS,
     ONNX_EXPORT,
@@ -19,6 +22,7 @@ from service.index.encoder import (
     OnnxEncoder,
     TorchEncoder,
     plan_batches,
+    preload_tokenizer,
 )
 from service.settings import Settings
 from tests.conftest import ROOT
@@ -77,6 +81,27 @@ def test_a_query_alone_matches_it_in_a_batch(real_encoder_dir: Path,
         # Activations are quantized per batch, so neighbours move a vector a little (more
         # for a text of a few characters beside longer ones).
         assert float(alone @ together[i]) > 0.99
+
+
+def test_a_preloaded_tokenizer_serves_encoders_of_the_same_bytes_only(
+        real_encoder_dir: Path, real_model: ModelInfo, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(encoder_module, "_PRELOADED", {})
+    own = OnnxEncoder(real_encoder_dir, real_model)
+    preload_tokenizer(real_encoder_dir, real_model)
+    [preloaded] = encoder_module._PRELOADED.values()
+    shared = OnnxEncoder(real_encoder_dir, real_model)
+    assert shared._tokenizer is preloaded and own._tokenizer is not preloaded
+    # Configured as an encoder's own: truncated to the model's limit, padded in a batch.
+    texts = [PASSAGES[3] * 8, PASSAGES[0], "x"]
+    np.testing.assert_array_equal(shared.encode_queries(texts), own.encode_queries(texts))
+    np.testing.assert_array_equal(shared.encode_queries(texts[:1]), own.encode_queries(texts[:1]))
+    # Another file's bytes (the same tokenizer written out again) get a tokenizer of their own.
+    other = tmp_path / "other"
+    shutil.copytree(real_encoder_dir, other)
+    tokenizer = json.loads((other / "tokenizer.json").read_text("utf-8"))
+    (other / "tokenizer.json").write_text(json.dumps(tokenizer, indent=1), "utf-8")
+    assert OnnxEncoder(other, real_model)._tokenizer is not preloaded
 
 
 def test_int8_export_agrees_with_sentence_transformers(real_encoder_dir: Path,

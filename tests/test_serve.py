@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -12,14 +14,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from prometheus_client.core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from scripts.serve import main
-from service.index import prepared
+from service.app import create_app, preload_for_workers
+from service.index import encoder, prepared
 from service.index.indexing import build_index
 from tests.conftest import SEED_CORPUS
-from tests.servers import real_index, service
+from tests.servers import ROOT, real_index, service
 
 QUESTION = {"question": "What does a head of product do?"}
 
@@ -117,6 +121,36 @@ def test_two_workers_reload_and_count_together(tmp_path: Path, real_encoder_dir:
         launcher.send_signal(signal.SIGTERM)
         assert launcher.wait(30) == 0
         assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def test_the_launcher_freezes_its_imports_and_loads_the_served_tokenizer(
+        tmp_path: Path, real_encoder_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = real_index(SEED_CORPUS, tmp_path / "index", real_encoder_dir)
+    # In a process of its own: prefork() turns the collector off for good.
+    launcher = subprocess.run(
+        [sys.executable, "-c", "import gc, sys\n"
+         "from scripts.serve import prefork\n"
+         "from service.index import encoder\n"
+         "from service.settings import Settings\n"
+         "prefork(Settings(corpus_dir=sys.argv[1], index_dir=sys.argv[2]))\n"
+         "print(gc.isenabled(), gc.get_freeze_count(), len(encoder._PRELOADED))",
+         str(settings.corpus_dir), str(settings.index_dir)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    enabled, frozen, tokenizers = launcher.stdout.split()
+    # The imports' objects are out of the collector's reach (it would write to their pages
+    # in every worker), and the index's tokenizer is loaded for the workers to share.
+    assert enabled == "False" and int(frozen) > 50_000 and tokenizers == "1"
+
+    # A worker's engine takes the launcher's tokenizer for the index it serves.
+    monkeypatch.setattr(encoder, "_PRELOADED", {})
+    assert preload_for_workers(settings) == 1
+    app = create_app(settings.model_copy(update={"reload_interval": 0, "recording": False}))
+    with TestClient(app):
+        served = app.state.engine.snapshot.encoder
+        assert served._tokenizer in encoder._PRELOADED.values()
+    # Nothing to preload (no index yet): the workers report it themselves.
+    empty = settings.model_copy(update={"index_dir": tmp_path / "none"})
+    assert preload_for_workers(empty) == 0
 
 
 def test_a_bad_setting_stops_the_launcher_naming_it(
