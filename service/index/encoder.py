@@ -159,30 +159,33 @@ def plan_batches(texts: Sequence[str], batch_size: int = 32) -> list[list[int]]:
 _PRELOADED: dict[tuple[str, int], Any] = {}
 
 
-def _read_tokenizer(folder: Path, model: ModelInfo) -> tuple[tuple[str, int], Any]:
-    from tokenizers import Tokenizer
-
-    data = (folder / TOKENIZER_FILE).read_bytes()
-    key = (hashlib.sha256(data).hexdigest(), model.max_seq_length)
-    found = _PRELOADED.get(key)
-    if found is not None:
-        return key, found
-    tokenizer = Tokenizer.from_buffer(data)
+def _configured(tokenizer: Any, model: ModelInfo) -> Any:
     tokenizer.enable_truncation(model.max_seq_length)
     tokenizer.enable_padding()
-    return key, tokenizer
+    return tokenizer
 
 
 def _tokenizer(folder: Path, model: ModelInfo) -> Any:
-    return _read_tokenizer(folder, model)[1]
+    from tokenizers import Tokenizer
+
+    path = folder / TOKENIZER_FILE
+    if not _PRELOADED:  # one process, or a launcher that preloaded nothing
+        return _configured(Tokenizer.from_file(str(path)), model)
+    data = path.read_bytes()
+    found = _PRELOADED.get((hashlib.sha256(data).hexdigest(), model.max_seq_length))
+    return found if found is not None else _configured(Tokenizer.from_buffer(data), model)
 
 
 def preload_tokenizer(folder: Path, model: ModelInfo) -> None:
     """Load `folder`'s tokenizer for the encoders of the workers this process is about to
     fork. Call it before the fork only: the encoders of this process and its children share
     the object (tokenizers encode from any thread; nothing changes it once configured)."""
-    key, tokenizer = _read_tokenizer(folder, model)
-    _PRELOADED[key] = tokenizer
+    from tokenizers import Tokenizer
+
+    data = (folder / TOKENIZER_FILE).read_bytes()
+    key = (hashlib.sha256(data).hexdigest(), model.max_seq_length)
+    if key not in _PRELOADED:
+        _PRELOADED[key] = _configured(Tokenizer.from_buffer(data), model)
 
 
 class OnnxEncoder:
