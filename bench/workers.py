@@ -12,6 +12,9 @@ Memory: each server alone (the other one stopped), after one c=16 round: PSS sum
 processes, the supervisor included. PSS splits the pages processes share (libraries, the
 memory-mapped index and encoder weights) between them, instead of counting them once per
 process as RSS does (printed too); measured alone, no page is split with the other server.
+Run as root, it also gives the physical pages the server's processes map, each counted once
+(`distinct_mb`): PSS also splits library pages with any other program of the same virtualenv
+running on the machine, so it moves with them, and this does not.
 """
 
 from __future__ import annotations
@@ -154,6 +157,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "pss_ratio_after_load": round(after[2]["pss_mb"] / after[1]["pss_mb"], 2),
         "rss_ratio_after_load": round(after[2]["rss_mb"] / after[1]["rss_mb"], 2),
     }
+    if "distinct_mb" in after[1] and "distinct_mb" in after[2]:
+        figures["distinct_ratio_after_load"] = round(after[2]["distinct_mb"]
+                                                     / after[1]["distinct_mb"], 2)
     print(json.dumps(figures, indent=2))
     return figures
 
