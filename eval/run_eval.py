@@ -1,7 +1,9 @@
 """`make eval`: answer and retrieval quality on every evaluation corpus, in one table.
 
 Corpora: the shipped article (public questions, and our own paraphrases in eval/sets/), the
-TTS handbook (246 Markdown pages) and SciFact's training queries. Indexes are built into
+TTS handbook (246 Markdown pages: the public questions, and eval/sets/tts-fresh.jsonl, 30
+questions on 24 pages the public ones do not touch, written by someone who had not seen the
+service's code and scored untuned) and SciFact's training queries. Indexes are built into
 temporary folders through scripts/build_index.py, exactly as a user would build them; ../shared
 is only read. Plain BM25 and plain dense rows over the same chunks stand beside ours. The
 questions of each corpus are split in two by a hash of their id: `dev` is what tuning looked
@@ -350,7 +352,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 ("article, our paraphrases", sets / "article-paraphrases.jsonl", None)]))
         if "tts" in wanted:
             corpora.append(("tts", tts / "corpus",
-                            [("TTS handbook", tts / "qa.jsonl", tts / "chat.jsonl")]))
+                            [("TTS handbook", tts / "qa.jsonl", tts / "chat.jsonl"),
+                             ("TTS handbook, fresh", sets / "tts-fresh.jsonl", None)]))
         for key, corpus, question_sets in corpora:
             seconds = build(corpus, work / f"{key}-index")
             snap = open_snapshot(corpus, work / f"{key}-index")
