@@ -25,6 +25,16 @@ from service.qa.answertype import Kind, gives, gives_exactly, question_kind, wan
     # The first question word decides: a "when" after "what" joins a clause.
     ("what happens when roles are unclear?", Kind.OTHER),
     ("what time does it close when it snows?", Kind.TIME),
+    # A way or a step; "how is X different" asks something else.
+    ("how do I book a meeting room?", Kind.STEP),
+    ("How can a lead find out what the team needs?", Kind.STEP),
+    ("how to apply for a badge?", Kind.STEP),
+    ("what's the best way to reach the help desk?", Kind.STEP),
+    ("how is the award different from a bonus?", Kind.OTHER),
+    # Contracted question words count as the words.
+    ("who's the go-to contact for the tool?", Kind.PERSON),
+    ("where's the link to fix a typo?", Kind.PLACE),
+    ("what's the plan for the launch?", Kind.OTHER),
 ])
 def test_question_kinds(question: str, kind: Kind) -> None:
     assert question_kind(question) is kind
@@ -46,6 +56,11 @@ def test_sentences_that_give_the_kind() -> None:
     assert gives(wanted("can I delete it?"), "Users are prohibited from deleting messages.")
     assert not gives(wanted("what is it?"), "It is a tool.")
     assert gives(wanted("is the leave paid?"), "You get 12 unpaid weeks.")
+    step = wanted("how does the lead share the plan with stakeholders?")
+    assert gives(step, "They can share it with stakeholders through a roadmap.")
+    assert gives(step, "Ask the people on the team how to help them.")
+    assert gives(step, "Teams stay aligned by meeting every week.")
+    assert not gives(step, "The plan matters to stakeholders.")
 
 
 def test_amounts_given_in_the_form_asked() -> None:

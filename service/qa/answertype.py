@@ -25,6 +25,7 @@ class Kind(Enum):
     PERSON = "person"  # who, whom, whose
     PLACE = "place"  # where
     VERDICT = "verdict"  # is / can / do / should ... ?
+    STEP = "step"  # how do I / how can we / how to / what's the best way to
     OTHER = "other"
 
 
@@ -33,6 +34,8 @@ _WORD = re.compile(r"[a-z0-9']+")
 _AUXILIARIES = frozenset(
     "is are was were am do does did can could should shall will would may might must "
     "have has had isn't aren't don't doesn't can't won't shouldn't".split())
+_WH = frozenset("what which who whom whose when where how".split())
+_HOW_STEP = frozenset("do does did can could should would will must may might to".split())
 _FILLERS = frozenset("so and but ok okay hey hi hello please quick question also "
                      "then well um".split())
 _HOW_AMOUNT = frozenset("many much big large high low old tall heavy".split())
@@ -75,6 +78,11 @@ _COUNT_ENDS = _AUXILIARIES | frozenset("i we you they he she it my our your ther
 _PLACE_WORDS = frozenset(
     "room floor building office street avenue suite at located location address website "
     "page site".split())
+# Words that say how something is done: a means ("through a roadmap", "using HTML", "via the
+# portal") or an instruction ("ask your team", "email the desk", "submit the form").
+_STEP_WORDS = frozenset(
+    "through using via use ask email contact visit submit click send call fill request "
+    "select type follow open enter complete".split())
 # Agent nouns name people and roles: supervisor, director, coordinator, specialist, employee.
 _AGENT_SUFFIXES = ("or", "ist", "ian", "ee", "officer", "official", "team", "staff", "office",
                    "manager", "lead", "owner", "contact", "committee", "board", "department")
@@ -82,7 +90,9 @@ _AGENT_SUFFIXES = ("or", "ist", "ian", "ee", "officer", "official", "team", "sta
 
 def question_kind(question: str) -> Kind:
     """The kind of answer a question wants, from its wh-word or auxiliary."""
-    words = _WORD.findall(question.lower())
+    # "what's", "who's", "how's": the question word without its contraction.
+    words = [w.split("'")[0] if w.split("'")[0] in _WH else w
+             for w in _WORD.findall(question.lower())]
     # A question often comes after a clause of context: "I'm out of sick leave - how many ..."
     for i, word in enumerate(words):
         following = words[i + 1] if i + 1 < len(words) else ""
@@ -96,11 +106,18 @@ def question_kind(question: str) -> Kind:
                 return Kind.DURATION
             if following == "often":
                 return Kind.FREQUENCY
+            # "How do I book it?", "how can a lead find out ...?", "how to apply?": a way, a
+            # step. ("How is X different ...?" asks something else.)
+            if following in _HOW_STEP:
+                return Kind.STEP
         if word == "when":
             return Kind.TIME
         if word in ("what", "which"):
             # The first question word decides: "what happens when ..." asks what, not when.
-            return Kind.TIME if following in _TIME_NOUNS else Kind.OTHER
+            if following in _TIME_NOUNS:
+                return Kind.TIME
+            # "What's the best way to ...?" asks for a way.
+            return Kind.STEP if {"way", "ways"} & set(words[i + 1 : i + 4]) else Kind.OTHER
         if word in ("who", "whom", "whose"):
             return Kind.PERSON
         if word == "where":
@@ -193,6 +210,9 @@ def gives(want: Want, sentence: str) -> bool:
         return _names_someone(sentence, words)
     if kind is Kind.PLACE:
         return any(w in _PLACE_WORDS for w in words) or _has_proper_noun(sentence)
+    if kind is Kind.STEP:
+        return any(w in _STEP_WORDS or (w == "by" and following.endswith("ing"))
+                   for w, following in zip(words, [*words[1:], ""], strict=True))
     # A verdict: a modal or negation, or the question's own word negated ("paid" -> "unpaid").
     return any(w in _VERDICT_WORDS or (w[:2] == "un" and w[2:] in asked)
                or (w[:3] == "non" and w[3:].lstrip("-") in asked) for w in words)
