@@ -90,9 +90,12 @@ _AGENT_SUFFIXES = ("or", "ist", "ian", "ee", "officer", "official", "team", "sta
 
 def question_kind(question: str) -> Kind:
     """The kind of answer a question wants, from its wh-word or auxiliary."""
+    return _kind(_WORD.findall(question.lower()))
+
+
+def _kind(tokens: list[str]) -> Kind:
     # "what's", "who's", "how's": the question word without its contraction.
-    words = [w.split("'")[0] if w.split("'")[0] in _WH else w
-             for w in _WORD.findall(question.lower())]
+    words = [base if (base := w.split("'")[0]) in _WH else w for w in tokens]
     # A question often comes after a clause of context: "I'm out of sick leave - how many ..."
     for i, word in enumerate(words):
         following = words[i + 1] if i + 1 < len(words) else ""
@@ -159,25 +162,23 @@ def wanted(question: str, known: Acronyms | None = None) -> Want:
         if term and term[0] not in stems:
             undefined.append((token, term[0]))
     short = known.abbreviated(lexical.terms(question)) if known else []
-    kind = question_kind(question)
-    asked = frozenset(_WORD.findall(question.lower()))
+    words = _WORD.findall(question.lower())
+    kind = _kind(words)
     units: frozenset[str] = frozenset()
     if kind is Kind.DURATION:
         units = _TIME_UNITS
     elif kind is Kind.AMOUNT:
         # "How long does it have to be?" asks for a size; "how many / how much" for anything.
-        units = _SIZE_UNITS if "how long" in " ".join(_WORD.findall(question.lower())) \
-            else _TIME_UNITS | _SIZE_UNITS
-    return Want(kind, asked, tuple((a, tuple(e)) for a, e in defined), tuple(undefined),
-                tuple((a, tuple(e)) for a, e in short),
-                _counted(question) if kind is Kind.AMOUNT else frozenset(), units)
+        units = _SIZE_UNITS if "how long" in " ".join(words) else _TIME_UNITS | _SIZE_UNITS
+    return Want(kind, frozenset(words), tuple((a, tuple(e)) for a, e in defined),
+                tuple(undefined), tuple((a, tuple(e)) for a, e in short),
+                _counted(words) if kind is Kind.AMOUNT else frozenset(), units)
 
 
-def _counted(question: str) -> frozenset[str]:
+def _counted(words: list[str]) -> frozenset[str]:
     """The terms of what "how many X" or "how much X" counts: the words after "many" or
     "much" up to an auxiliary, a pronoun or a preposition ("how many hours off can I take"
     counts "hours off")."""
-    words = _WORD.findall(question.lower())
     for i in range(len(words) - 1):
         if words[i] == "how" and words[i + 1] in ("many", "much"):
             span = []
