@@ -284,3 +284,21 @@ def test_an_abbreviation_found_spelled_out_marks_only_itself_present(
     zebra = index.lexical.term_idf("zebra")
     total = sum(index.lexical.term_idf(t) for t in set(terms))
     assert best.coverage == pytest.approx(1.0 - zebra / total)
+
+
+def test_a_sentence_without_words_is_scored_like_any_other(tmp_path: Path,
+                                                          fake_encoder: FakeEncoder) -> None:
+    # A line of only symbols is a "sentence" with no words; a "how do I" question once raised
+    # on it (the answer kind paired each word with the next, and there were none).
+    index = _one_file_index(tmp_path, fake_encoder, "notes.txt",
+                            "Sharing the plan\n\nShare the plan through a roadmap.\n\n"
+                            "— — —\n\nThe roadmap is updated monthly.\n")
+    chunk = index.chunks[0]
+    view = index.views[chunk.doc_id]
+    assert any(not re.search(r"\w", view[s:e]) for s, e in chunk.sentences)
+    question = "how do I share the plan?"
+    vector = fake_encoder.encode_queries([question])[0]
+    terms = lexical.terms(question)
+    answer = compose_answer(index, vector, terms, retrieve(index, vector, terms, 3),
+                            wanted(question))
+    assert "through a roadmap" in answer.text

@@ -212,8 +212,9 @@ def gives(want: Want, sentence: str) -> bool:
     if kind is Kind.PLACE:
         return any(w in _PLACE_WORDS for w in words) or _has_proper_noun(sentence)
     if kind is Kind.STEP:
+        # Each word with the one after it (the last with ""); a sentence of no words gives none.
         return any(w in _STEP_WORDS or (w == "by" and following.endswith("ing"))
-                   for w, following in zip(words, [*words[1:], ""], strict=True))
+                   for w, following in zip(words, words[1:] + [""] if words else [], strict=True))
     # A verdict: a modal or negation, or the question's own word negated ("paid" -> "unpaid").
     return any(w in _VERDICT_WORDS or (w[:2] == "un" and w[2:] in asked)
                or (w[:3] == "non" and w[3:].lstrip("-") in asked) for w in words)
