@@ -62,7 +62,8 @@ def test_sentences_that_give_the_kind() -> None:
     assert gives(step, "Teams stay aligned by meeting every week.")
     assert not gives(step, "The plan matters to stakeholders.")
     # A "sentence" of no words at all (a row of dashes, an emoji) gives nothing, for any kind.
-    for question in ("how does the lead share the plan?", "how many?", "who?", "is it paid?"):
+    for question in ("how does the lead share the plan?", "how many?", "how long?", "how often?",
+                     "when?", "where?", "who?", "is it paid?"):
         assert not gives(wanted(question), "— — —")
 
 
