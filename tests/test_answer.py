@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from service.index import lexical
@@ -17,10 +18,11 @@ from service.qa.answer import (
     compose_answer,
     confidence,
     coverage,
+    rerank,
     score_sentences,
 )
 from service.qa.answertype import wanted
-from service.qa.retrieval import SearchIndex, load_index, retrieve
+from service.qa.retrieval import Hit, SearchIndex, load_index, retrieve
 from service.settings import Settings
 from tests.conftest import FakeEncoder
 
@@ -302,3 +304,38 @@ def test_a_sentence_without_words_is_scored_like_any_other(tmp_path: Path,
     answer = compose_answer(index, vector, terms, retrieve(index, vector, terms, 3),
                             wanted(question))
     assert "through a roadmap" in answer.text
+
+
+def test_passages_are_reranked_by_their_best_sentence() -> None:
+    hits = [Hit(10, 0.9, 0.5, 3.0), Hit(11, 0.8, 0.5, 3.0), Hit(12, 0.7, 0.5, 3.0)]
+
+    def said(hit: int, position: int, score: float) -> ScoredSentence:
+        return ScoredSentence(hit, position, 0, 1, score, 0.5, 0.5)
+
+    # Best first, as score_sentences returns them: the second passage holds the best sentence.
+    sentences = [said(1, 0, 0.6), said(0, 2, 0.3), said(1, 1, 0.25), said(2, 0, 0.2)]
+    kept, renumbered = rerank(hits, sentences, 2)
+    # 0.8 + 0.6 beats 0.9 + 0.3; the third passage (0.7 + 0.2) is no longer read.
+    assert [h.chunk for h in kept] == [11, 10]
+    assert [(s.hit, s.position) for s in renumbered] == [(0, 0), (1, 2), (0, 1)]
+    # A passage none of whose sentences was scored keeps its fused score alone.
+    assert [h.chunk for h in rerank(hits, sentences[:1], 3)[0]] == [11, 10, 12]
+
+
+def test_an_answer_reads_more_passages_than_it_cites(index: SearchIndex,
+                                                     fake_encoder: FakeEncoder,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.qa import engine
+
+    asked: list[int] = []
+
+    def recording(index: SearchIndex, vector: np.ndarray, terms: list[str], k: int) -> list[Hit]:
+        asked.append(k)
+        return retrieve(index, vector, terms, k)
+
+    monkeypatch.setattr(engine, "retrieve", recording)
+    snapshot = engine.Snapshot(index, fake_encoder)
+    answer = snapshot.ask("Who manages the budget?", 1)
+    assert asked == [engine.RERANK_POOL] and len(answer.citations) == 1
+    snapshot.ask("Who manages the budget?", 10)
+    assert asked[-1] == 10 + engine.ANSWER_POOL

@@ -10,7 +10,14 @@ import pytest
 
 from service.index import store
 from service.index.encoder import Span
-from service.index.indexing import BuildError, build_index, embedding_input, is_stale, lexical_terms
+from service.index.indexing import (
+    BuildError,
+    build_index,
+    embedding_input,
+    is_stale,
+    lexical_terms,
+    referents,
+)
 from service.ingest import markup
 from service.ingest.chunking import split
 from service.ingest.corpus import CorpusError, Document
@@ -150,3 +157,53 @@ def test_the_title_joins_the_context_only_when_it_tells_documents_apart() -> Non
     # ... and the title is used only where there is no heading.
     bare = Document("b.txt", "Notes", "Come back after twelve weeks.")
     assert embedding_input(bare, split(bare, 700)[0], titled=False)[0].startswith("Notes\n")
+
+
+def test_a_chunk_opening_with_they_reads_the_sentence_before_it() -> None:
+    first = ("A chief product officer is an executive responsible for the products of a company. "
+             "The role sits above the product managers.")
+    second = "They are most common in technology companies. Banks have them too."
+    third = "Salaries vary by country."
+    text = f"{first} {second}\n\n{third}\n"
+    doc = Document("roles.txt", "Roles", text)
+    chunks = split(doc, len(first) + 5)
+    assert [text[c.start : c.start + 12] for c in chunks] == ["A chief prod", "They are mos"]
+    found = referents(chunks, {doc.id: text})
+    # Only the chunk that opens by referring back gets the sentence before it.
+    assert found == ["", "The role sits above the product managers."]
+    assert referents(list(reversed(chunks)), {doc.id: text}) == ["", ""]
+    model_input, spans = embedding_input(doc, chunks[1], text, referent=found[1])
+    assert model_input.startswith("Roles\nThe role sits above the product managers.\nThey are")
+    # The referent is context: the spans still point at the chunk's own sentences.
+    assert [model_input[s:e] for s, e in spans] == [text[s:e] for s, e in chunks[1].sentences]
+    assert {"role", "product", "manag"} <= set(lexical_terms(doc, chunks[1], text, found[1]))
+    assert "manag" not in lexical_terms(doc, chunks[1], text)
+    # A chunk never takes a referent from another document.
+    other = Document("other.txt", "Other", "They meet monthly.")
+    assert referents([chunks[0], *split(other, 700)], {doc.id: text, other.id: other.text}) == [
+        "", ""]
+
+
+def test_the_build_gives_referents_to_the_model_and_to_bm25(tmp_path: Path,
+                                                            fake_encoder: FakeEncoder) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "roles.txt").write_text(
+        "A chief product officer is an executive responsible for the products of a company, "
+        "leading the people who design, build and sell them. "
+        "The role sits above the product managers.\n\n"
+        "They are most common in technology companies, and in banks and newspapers too.\n",
+        "utf-8")
+    settings = Settings(corpus_dir=corpus, index_dir=tmp_path / "index", chunk_chars=200)
+    build_index(settings, encoder=fake_encoder)
+    index = load_index(settings.index_dir)
+    assert len(index.chunks) == 2 and index.text(1).startswith("They are")
+    # BM25 finds the second passage by words only its referent has.
+    assert index.lexical.scores(["manag"])[1] > 0
+    # ... and its vector is the model's reading of referent + passage.
+    chunk = index.chunks[1]
+    read, _ = embedding_input(index.documents[chunk.doc_id], chunk, titled=False,
+                              referent="The role sits above the product managers.")
+    assert "\nThe role sits above the product managers.\nThey are" in read
+    expected = fake_encoder.encode_queries([read])[0]
+    assert np.allclose(np.asarray(index.vectors[np.array([1])])[0], expected)

@@ -8,7 +8,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +31,7 @@ from service.index.encoder import (
 )
 from service.index.progress import Progress
 from service.ingest import markup
-from service.ingest.chunking import Chunk, split
+from service.ingest.chunking import REFERS_BACK, Chunk, split
 from service.ingest.corpus import (
     Document,
     ParseLimits,
@@ -46,6 +46,14 @@ log = logging.getLogger(__name__)
 
 # Bump when chunking or stored layout changes meaning: forces a full rebuild.
 CHUNKER_VERSION = 5
+# Bump when what the encoder or BM25 reads for a chunk changes (its context lines): the next
+# build embeds every chunk again, while the served index stays usable until it is replaced
+# (unlike CHUNKER_VERSION, which the service checks). 2: the referent of a chunk opening with
+# "They ...".
+INPUT_VERSION = 2
+# The referent sentence is cut to this many characters (its subject comes first).
+REFERENT_MAX_CHARS = 300
+_BULLETS = "•·▪‣◦*+-–— \t\n"
 DOCUMENTS, CHUNKS, VECTORS, SENTENCE_VECTORS, DENSE = (
     "documents.jsonl", "chunks.json", "vectors.npy", "sentence_vectors.npy", "dense.faiss")
 # Text extracted from PDF and Office files, by content, beside the versions (not in one: it
@@ -118,9 +126,10 @@ class BuildReport:
 
 
 def embedding_input(doc: Document, chunk: Chunk, view: str | None = None, *,
-                    titled: bool = True) -> tuple[str, list[tuple[int, int]]]:
+                    titled: bool = True, referent: str = "") -> tuple[str, list[tuple[int, int]]]:
     """What the encoder reads for a chunk: its context lines (the document's title, the
-    section heading and the header row of a table the chunk starts inside), then its visible
+    section heading, the header row of a table the chunk starts inside, and `referent`: the
+    sentence a chunk opening with "They ..." refers back to, see `referents`), then its visible
     text (`view`, default the text); and the sentence spans relative to that input. Context
     helps retrieval and is never cited. `titled=False` leaves the title out where it tells
     passages apart from nothing (a corpus of one document), using it only when there is no
@@ -128,10 +137,30 @@ def embedding_input(doc: Document, chunk: Chunk, view: str | None = None, *,
     view = doc.text if view is None else view
     title = doc.title if titled or not chunk.heading else ""
     heading = chunk.heading if chunk.heading != title else ""
-    prefix = "".join(f"{c}\n" for c in (title, heading, _table_header(doc, chunk, view)) if c)
+    context = (title, heading, _table_header(doc, chunk, view), referent)
+    prefix = "".join(f"{c}\n" for c in context if c)
     shift = len(prefix) - chunk.start
     return prefix + view[chunk.start : chunk.end], [(s + shift, e + shift)
                                                     for s, e in chunk.sentences]
+
+
+def referents(chunks: Sequence[Chunk], views: Mapping[str, str]) -> list[str]:
+    """For each chunk that opens by referring back ("They are most common in ...", "This
+    ..."), the last sentence of the chunk before it in its document, which usually names what
+    it refers to; "" for the others. The chunk's own vector and terms then carry the subject
+    its first sentence leaves out (an answer sentence otherwise sits in a passage that never
+    names its topic). Capped at REFERENT_MAX_CHARS."""
+    out = [""] * len(chunks)
+    for i in range(1, len(chunks)):
+        chunk, before = chunks[i], chunks[i - 1]
+        if before.doc_id != chunk.doc_id or not chunk.sentences or not before.sentences:
+            continue
+        view = views[chunk.doc_id]
+        start, end = chunk.sentences[0]
+        if REFERS_BACK.match(view[start:end].lstrip(_BULLETS)):
+            start, end = before.sentences[-1]
+            out[i] = " ".join(view[start : min(end, start + REFERENT_MAX_CHARS)].split())
+    return out
 
 
 def titles_distinguish(documents: int) -> bool:
@@ -148,11 +177,13 @@ def _table_header(doc: Document, chunk: Chunk, view: str) -> str:
     return " | ".join(markup.table_header(doc.text, view, line_start))
 
 
-def lexical_terms(doc: Document, chunk: Chunk, view: str | None = None) -> list[str]:
-    """What BM25 counts for a chunk: the title, heading and table header, then its visible text."""
+def lexical_terms(doc: Document, chunk: Chunk, view: str | None = None,
+                  referent: str = "") -> list[str]:
+    """What BM25 counts for a chunk: the title, heading, table header and referent (as in
+    `embedding_input`), then its visible text."""
     view = doc.text if view is None else view
     return lexical.terms(f"{doc.title}\n{chunk.heading}\n{_table_header(doc, chunk, view)}\n"
-                         f"{view[chunk.start:chunk.end]}")
+                         f"{referent}\n{view[chunk.start:chunk.end]}")
 
 
 def parse_limits(settings: Settings) -> ParseLimits:
@@ -168,7 +199,7 @@ def corpus_fingerprint(corpus_dir: Path) -> str:
 
 
 def settings_fingerprint(settings: Settings, model: ModelInfo, kind: str) -> str:
-    parts = [CHUNKER_VERSION, settings.chunk_chars, kind, model.fingerprint]
+    parts = [CHUNKER_VERSION, settings.chunk_chars, kind, model.fingerprint, INPUT_VERSION]
     if kind == OnnxEncoder.kind:
         parts.append(ONNX_EXPORT)
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
@@ -327,6 +358,7 @@ class Plan:
     views: dict[str, str]
     chunks: list[Chunk]
     inputs: list[tuple[str, list[tuple[int, int]]]]
+    referents: list[str]  # see referents(): read by the encoder (in `inputs`) and by BM25
     keys: list[str]
     previous: _Previous | None
     todo: list[int]  # chunks whose embeddings are not reused, in chunk order
@@ -346,12 +378,13 @@ def plan_build(settings: Settings, docs: list[Document], model: ModelInfo, kind:
     if not chunks:
         raise BuildError("the documents contain no text to index")
     titled = titles_distinguish(len(by_id))
-    inputs = [embedding_input(by_id[c.doc_id], c, views[c.doc_id], titled=titled)
-              for c in chunks]
+    referred = referents(chunks, views)
+    inputs = [embedding_input(by_id[c.doc_id], c, views[c.doc_id], titled=titled, referent=r)
+              for c, r in zip(chunks, referred, strict=True)]
     keys = [_chunk_key(model, kind, text, spans) for text, spans in inputs]
     previous = _load_previous(index_dir, settings_hash)
     todo = [i for i, key in enumerate(keys) if not (previous and key in previous.keys)]
-    return Plan(docs, by_id, views, chunks, inputs, keys, previous, todo)
+    return Plan(docs, by_id, views, chunks, inputs, referred, keys, previous, todo)
 
 
 def _build(
@@ -385,8 +418,8 @@ def _build(
         layout.write_chunks(staging, chunks, {d.id: i for i, d in enumerate(docs)}, keys)
         dense, dense_record = dense_index(vectors, settings.build_threads)
         faiss.write_index(dense, str(staging / DENSE))
-        lexical.save(lexical.build(lexical_terms(by_id[c.doc_id], c, views[c.doc_id])
-                                   for c in chunks), staging)
+        lexical.save(lexical.build(lexical_terms(by_id[c.doc_id], c, views[c.doc_id], r)
+                                   for c, r in zip(chunks, plan.referents, strict=True)), staging)
         seen = {d.id: Document(d.id, d.title, views[d.id]) for d in docs}
         termsets.save(staging, termsets.passage_words(seen, chunks),
                       termsets.sentence_terms(seen, chunks))

@@ -36,6 +36,9 @@ _CSS_NAME_EXTRA = frozenset("\u0130\u0131\u017f\u212a")
 _TAG_MAX = 300
 _CRUMB_SEPARATORS = re.compile(r"\s(?:>|›|»|/|\|)\s")
 _SETEXT = re.compile(r"^\s{0,3}(?:=+|-+)\s*$")
+# A sentence that opens by referring back ("They ...", "This ...") to what came before it.
+REFERS_BACK = re.compile(r"(?:they|this|these|that|those|it|its|their|such|he|she|his|her)\b",
+                         re.IGNORECASE)
 _BULLET = re.compile(r"\s*(?:[•·▪‣◦*+\-–—]|\d{1,3}[.)])\s+")
 # Only from the start of a run of marks: a long run without a space after it would otherwise
 # be retried from each of its characters.
