@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -43,6 +45,44 @@ def children(pid: int) -> list[int]:
     return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
+def connections_by_worker(workers: list[int], port: int) -> dict[int, int]:
+    """Established connections to `port` that each worker holds (its sockets matched against
+    the kernel's TCP tables by inode)."""
+    established: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                established.add(fields[9])
+    counts = {}
+    for pid in workers:
+        held = 0
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:  # closed meanwhile
+                continue
+            held += target.startswith("socket:[") and target[8:-1] in established
+        counts[pid] = held
+    return counts
+
+
+def burst(workers: list[int], port: int, n: int = 16) -> dict[int, int]:
+    """Open `n` connections at once, as a load balancer's pool or a load generator does, and
+    return how many each worker accepted."""
+    sockets = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+    try:
+        deadline = time.monotonic() + 5
+        while True:
+            counts = connections_by_worker(workers, port)
+            if sum(counts.values()) >= n or time.monotonic() > deadline:
+                return counts
+            time.sleep(0.02)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def ask_fresh(url: str) -> httpx.Response:
     # A new connection each time, so the kernel spreads the requests over the workers.
     with httpx.Client(timeout=10) as client:
@@ -69,6 +109,13 @@ def test_two_workers_reload_and_count_together(tmp_path: Path, real_encoder_dir:
         weights = [str(path) for path in encoders.glob(f"*/{prepared.WEIGHTS}")]
         assert len(weights) == 1
         assert all(weights[0] in Path(f"/proc/{pid}/maps").read_text() for pid in workers)
+        # Connections opened together are spread over both workers (each listens on a socket
+        # of its own, scripts/serve.own_socket), where one woken worker used to take the
+        # whole queue and leave the other idle for as long as those connections lived.
+        port = int(url.rsplit(":", 1)[1])
+        for _ in range(5):
+            spread = burst(workers, port)
+            assert sum(spread.values()) == 16 and min(spread.values()) > 0, spread
         first = ask_fresh(url).json()["index_version"]
         sent = 1
 
