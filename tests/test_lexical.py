@@ -170,6 +170,36 @@ def test_score_of_equals_the_exhaustive_scores() -> None:
     assert index.score_of(["t0"], np.empty(0, np.int64)).tolist() == []
 
 
+@pytest.mark.parametrize("size", [63, 64, 65, 1_000])
+def test_bitmap_lookups_give_each_passages_exhaustive_weight(
+        monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+    # Every term looked up through its bitmap (BITMAP_OVER above the corpus size), then
+    # every term by binary search (0): the weights of scores() for each term, for passages
+    # before a term's first posting, after its last, in a bitmap's partly used last word.
+    index, rng, _ = _zipf_corpus(7, passages=size, vocabulary=60)
+    passages = [np.arange(size), np.array([size - 1]), np.empty(0, np.int64),
+                np.sort(rng.choice(size, size // 3, replace=False)).astype(np.int32)]
+    expected = {t: index.scores([t]) for t in index.vocabulary}
+    for over in (size + 1, 0):
+        monkeypatch.setattr(lexical, "BITMAP_OVER", over)
+        for term, tid in index.vocabulary.items():
+            for chosen in passages:
+                assert np.array_equal(index._lookup(tid, chosen), expected[term][chosen])
+    assert len(index._bitmaps._made) == len(index.vocabulary)  # the first pass used them
+
+
+def test_bitmaps_kept_are_bounded_and_remade_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lexical, "BITMAP_OVER", 10**9)  # every term through a bitmap
+    monkeypatch.setattr(lexical, "BITMAP_BYTES", 1)  # keep only the last one made
+    index, rng, cdf = _zipf_corpus(8, passages=700, vocabulary=40)
+    for _ in range(2):
+        for _ in range(30):
+            q = _question(rng, cdf)
+            passages = rng.integers(0, index.size, 50)
+            assert np.array_equal(index.score_of(q, passages), index.scores(q)[passages])
+        assert len(index._bitmaps._made) == 1
+
+
 def test_versions_without_stored_maxima_get_them_at_load(tmp_path: Path) -> None:
     index, _, _ = _zipf_corpus(5, passages=300)
     for path in lexical.save(index, tmp_path):

@@ -12,6 +12,7 @@ from service.index.indexing import build_index
 from service.qa import retrieval
 from service.qa.retrieval import (
     SearchIndex,
+    as_float32,
     best_sentence_cosines,
     check_compatible,
     load_index,
@@ -104,6 +105,20 @@ def test_best_sentence_cosines_take_each_passages_best(tmp_path: Path,
     best = best_sentence_cosines(index, chunks, vector)
     expected = [float((index.sentence_matrix(int(i)) @ vector).max()) for i in chunks]
     assert np.allclose(best, expected, atol=1e-3)
+
+
+@pytest.mark.parametrize("width", [384, 8, 1])
+def test_float16_rows_widen_to_numpy_s_floats(width: int) -> None:
+    # Every float16 value, in rows past WIDEN_FROM and below it; rows holding an infinity or
+    # a NaN take numpy's conversion, the others the fast one.
+    every = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+    rows = np.resize(every, (-(-len(every) // width), width))
+    finite = rows[np.isfinite(rows).all(axis=1)]
+    for chosen in (rows, finite, finite[: retrieval.WIDEN_FROM - 1], finite[:0]):
+        widened = as_float32(chosen)
+        assert widened.dtype == np.float32
+        assert np.array_equal(widened.view(np.uint32), chosen.astype(np.float32).view(np.uint32))
+    assert len(finite) >= retrieval.WIDEN_FROM
 
 
 def test_one_matching_sentence_lifts_its_passage(tmp_path: Path, fake_encoder: FakeEncoder,

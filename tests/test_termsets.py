@@ -32,6 +32,13 @@ def test_term_sets_round_trip() -> None:
     assert sets.id_of("never-seen") == -1
 
 
+def test_runs_of_sets_are_the_sets_one_by_one() -> None:
+    sets = term_sets([["b", "a"], [], ["c", "a"], ["d"], []])
+    for lo in range(len(sets) + 1):
+        for hi in range(lo, len(sets) + 1):
+            assert sets.run(lo, hi) == [sets.get(i) for i in range(lo, hi)]
+
+
 def test_stored_sets_are_the_text_s(index: SearchIndex) -> None:
     words, terms = index.chunk_words, index.sentence_terms
     n = 0

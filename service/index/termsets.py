@@ -7,6 +7,7 @@ import re
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,13 @@ class TermSets:
 
     def get(self, i: int) -> frozenset[int]:
         return frozenset(self.members[self.ptr[i] : self.ptr[i + 1]].tolist())
+
+    def run(self, lo: int, hi: int) -> list[frozenset[int]]:
+        """Sets lo to hi - 1, as `get` gives them, read with one slice of the members."""
+        bounds = self.ptr[lo : hi + 1].tolist()
+        start = bounds[0] if bounds else 0
+        members = self.members[start : bounds[-1] if bounds else 0].tolist()
+        return [frozenset(members[a - start : b - start]) for a, b in pairwise(bounds)]
 
     def id_of(self, term: str) -> int:
         """The id of `term`, or -1 (a member of no set)."""

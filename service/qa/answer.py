@@ -123,6 +123,7 @@ def score_sentences(index: SearchIndex, query_vector: np.ndarray, query_terms: S
         return unknown.get(term, terms.id_of(term))
 
     weights = [(asked(t), index.lexical.term_idf(t)) for t in set(query_terms)]
+    total = sum(w for _, w in weights)  # _share's denominator, the same for every sentence
     # A question's abbreviation is present where the sentence spells it out instead.
     spelled = {asked(a): frozenset(terms.id_of(t) for t in e) for a, e in want.spelled_out}
     undefined = {asked(term): token for token, term in want.undefined}
@@ -139,25 +140,28 @@ def score_sentences(index: SearchIndex, query_vector: np.ndarray, query_terms: S
         chunk = index.chunks[hit.chunk]
         view = index.views[chunk.doc_id]
         first = int(index.sentence_ptr[hit.chunk])
-        cosines = index.sentence_matrix(hit.chunk) @ query_vector
-        for p, ((start, end), cos) in enumerate(zip(chunk.sentences, cosines, strict=True)):
+        # As Python floats and sets, read once a passage: per sentence, numpy's scalars and
+        # small reads cost more than the arithmetic.
+        cosines = (index.sentence_matrix(hit.chunk) @ query_vector).tolist()
+        sets = terms.run(first, first + len(chunk.sentences))
+        for p, ((start, end), cos, present) in enumerate(
+                zip(chunk.sentences, cosines, sets, strict=True)):
             sentence = view[start:end]
-            present = terms.get(first + p)
             if spelled or undefined or short or negated:
                 present = present | {
                     a for a, e in spelled.items() if e <= present} | {
                     a for a, token in undefined.items() if initials_match(token, sentence)} | {
                     t for a, e in short.items() if a in present for t in e} | {
                     t for n, t in negated.items() if n in present}
-            cov = _share(weights, present)
-            score = w_cos * float(cos) + w_cov * cov + w_hit * hit.score
+            cov = sum(w for key, w in weights if key in present) / total if total > 0 else 0.0
+            score = w_cos * cos + w_cov * cov + w_hit * hit.score
             typed = gives(want, sentence)
             score += TYPE_WEIGHT * typed
             if typed and gives_exactly(want, sentence):
                 score += EXACT_TYPE_WEIGHT
             if _leads_in(sentence):
                 score -= LEAD_IN_PENALTY
-            scored.append(ScoredSentence(h, p, start, end, score, float(cos), cov, typed))
+            scored.append(ScoredSentence(h, p, start, end, score, cos, cov, typed))
     scored.sort(key=lambda s: -s.score)
     return scored
 

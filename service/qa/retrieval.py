@@ -209,10 +209,38 @@ def best_sentence_cosines(index: SearchIndex, chunks: np.ndarray,
     """Each passage's best sentence cosine to the question, in one gather and one product."""
     lo = index.sentence_ptr[chunks]
     sizes = index.sentence_ptr[chunks + 1] - lo
-    cosines = index.sentence_vectors.spans(lo, lo + sizes).astype(np.float32) @ query_vector
+    cosines = as_float32(index.sentence_vectors.spans(lo, lo + sizes)) @ query_vector
     starts = np.cumsum(sizes) - sizes
     best: np.ndarray = np.maximum.reduceat(cosines, starts) if len(cosines) else cosines
     return best
+
+
+def as_float32(rows: np.ndarray) -> np.ndarray:
+    """Stored vectors as float32, the same floats as `rows.astype(np.float32)`. Many float16
+    rows (a question's few hundred sentences) are widened with integer steps over whole
+    arrays, three times as fast: numpy converts float16 one value at a time (0.3 ms a
+    question at a million passages)."""
+    if rows.dtype != np.float16 or len(rows) < WIDEN_FROM:
+        return rows.astype(np.float32)
+    bits = np.ascontiguousarray(rows).view(np.uint16).astype(np.uint32)
+    sign = (bits & 0x8000) << 16
+    # Exponent and mantissa moved to their float32 places: a value 2^112 times too small
+    # (the exponent biases are 15 and 127), which one exact product by a power of two
+    # restores, for subnormal float16 values too.
+    bits &= 0x7FFF
+    bits <<= 13
+    widened: np.ndarray = bits.view(np.float32)
+    widened *= np.float32(2.0**112)
+    if len(widened) and widened.max() >= 65536:
+        # Infinities or NaNs (float16's largest finite value is 65504), never in unit
+        # vectors: numpy's conversion handles them.
+        return rows.astype(np.float32)
+    bits |= sign
+    return widened
+
+
+# Below this many rows numpy's own conversion is as fast (the steps above cost a few µs).
+WIDEN_FROM = 16
 
 
 def _overlap(a: frozenset[int], b: frozenset[int]) -> float:
