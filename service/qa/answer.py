@@ -183,8 +183,10 @@ def rerank(hits: Sequence[Hit], sentences: Sequence[ScoredSentence], keep: int,
     order = sorted(range(len(hits)),
                    key=lambda h: -(hits[h].score + RERANK_WEIGHT * best.get(h, 0.0)))[:keep]
     position = {h: n for n, h in enumerate(order)}
+    # Only the sentences whose passage moved are copied (most questions move none).
     return ([hits[h] for h in order],
-            [replace(s, hit=position[s.hit]) for s in sentences if s.hit in position])
+            [s if position[s.hit] == s.hit else replace(s, hit=position[s.hit])
+             for s in sentences if s.hit in position])
 
 
 def compose_answer(index: SearchIndex, query_vector: np.ndarray, query_terms: Sequence[str],
