@@ -14,7 +14,8 @@ from service.http.identity import ANONYMOUS
 from service.index import lexical
 from service.index.encoder import describe_model
 from service.qa.answer import compose_answer
-from service.qa.engine import Engine
+from service.qa.answertype import wanted
+from service.qa.engine import ANSWER_POOL, RERANK_POOL, Engine
 from service.qa.retrieval import CANDIDATES, dense_candidates, retrieve
 from service.settings import Settings
 
@@ -37,8 +38,16 @@ def breakdown(index_dir: Path, questions: Sequence[str], repeat: int = 20) -> di
     index = snap.index
     vectors = {q: snap.encoder.encode_queries([q])[0] for q in questions}
     terms = {q: lexical.terms(q) for q in questions}
-    hits = {q: retrieve(index, vectors[q], terms[q], 3) for q in questions}
-    answers = {q: compose_answer(index, vectors[q], terms[q], hits[q]) for q in questions}
+    # As Snapshot.ask does for top_k 3: the passages it re-ranks, and the ones it reads.
+    read = 3 + ANSWER_POOL
+    pool = max(read, RERANK_POOL)
+    hits = {q: retrieve(index, vectors[q], terms[q], pool) for q in questions}
+    wants = {q: wanted(q, index.acronyms) for q in questions}
+
+    def compose(q: str) -> Any:
+        return compose_answer(index, vectors[q], terms[q], hits[q], wants[q], 3, read)
+
+    answers = {q: compose(q) for q in questions}
     n = min(CANDIDATES, len(index.chunks))
     steps = {
         "validate request": lambda q: AskRequest.model_validate({"question": q, "top_k": 3}),
@@ -46,9 +55,8 @@ def breakdown(index_dir: Path, questions: Sequence[str], repeat: int = 20) -> di
         "lexical terms": lambda q: lexical.terms(q),
         "dense search (FAISS)": lambda q: dense_candidates(index, vectors[q], n),
         "BM25 top-50": lambda q: index.lexical.top(terms[q], n),
-        "retrieve (both, fused, deduped)": lambda q: retrieve(index, vectors[q], terms[q], 3),
-        "sentence scoring + compose": lambda q: compose_answer(index, vectors[q], terms[q],
-                                                               hits[q]),
+        "retrieve (both, fused, deduped)": lambda q: retrieve(index, vectors[q], terms[q], pool),
+        "sentence scoring, re-ranking + compose": compose,
         "response JSON": lambda q: _response(q, answers[q], snap, time.perf_counter(), None,
                                              "/api/ask", "default", ANONYMOUS),
         "whole answer, request order": lambda q: snap.ask(q, 3),

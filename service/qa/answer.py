@@ -6,7 +6,7 @@ import math
 import re
 from collections.abc import Hashable, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -183,10 +183,12 @@ def rerank(hits: Sequence[Hit], sentences: Sequence[ScoredSentence], keep: int,
     order = sorted(range(len(hits)),
                    key=lambda h: -(hits[h].score + RERANK_WEIGHT * best.get(h, 0.0)))[:keep]
     position = {h: n for n, h in enumerate(order)}
-    # Only the sentences whose passage moved are copied (most questions move none).
+    # Only the sentences whose passage moved are copied (most questions move none), by the
+    # constructor: dataclasses.replace reads the fields anew for each copy.
     return ([hits[h] for h in order],
-            [s if position[s.hit] == s.hit else replace(s, hit=position[s.hit])
-             for s in sentences if s.hit in position])
+            [s if position[s.hit] == s.hit else ScoredSentence(
+                position[s.hit], s.position, s.start, s.end, s.score, s.cosine, s.coverage,
+                s.typed) for s in sentences if s.hit in position])
 
 
 def compose_answer(index: SearchIndex, query_vector: np.ndarray, query_terms: Sequence[str],

@@ -197,16 +197,19 @@ def gives(want: Want, sentence: str) -> bool:
     if kind is Kind.OTHER:
         return False
     words = _WORD.findall(sentence.lower())
-    has_number = any((w[0].isdigit() or w in _NUMBER_WORDS) and w not in asked for w in words)
+
+    def has_number() -> bool:  # asked only by the kinds that need it: every sentence is read
+        return any((w[0].isdigit() or w in _NUMBER_WORDS) and w not in asked for w in words)
+
     if kind is Kind.AMOUNT:
-        return has_number or "%" in sentence or "$" in sentence
+        return "%" in sentence or "$" in sentence or has_number()
     if kind is Kind.DURATION:
-        return has_number and any(w in _TIME_UNITS for w in words)
+        return any(w in _TIME_UNITS for w in words) and has_number()
     if kind is Kind.FREQUENCY:
         return any(w in _FREQUENCY_WORDS or w in _WEEKDAYS for w in words)
     if kind is Kind.TIME:
         return (any(w in _WEEKDAYS or w in _MONTHS for w in words)
-                or (has_number and any(w in _TIME_UNITS or w in _TIME_WORDS for w in words)))
+                or (any(w in _TIME_UNITS or w in _TIME_WORDS for w in words) and has_number()))
     if kind is Kind.PERSON:
         return _names_someone(sentence, words)
     if kind is Kind.PLACE:
