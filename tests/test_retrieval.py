@@ -105,6 +105,13 @@ def test_best_sentence_cosines_take_each_passages_best(tmp_path: Path,
     best = best_sentence_cosines(index, chunks, vector)
     expected = [float((index.sentence_matrix(int(i)) @ vector).max()) for i in chunks]
     assert np.allclose(best, expected, atol=1e-3)
+    # Each hit carries the sentence vectors retrieval read for it, the very floats the index
+    # gives, so scoring its sentences for the answer needs no second read.
+    hits = retrieve(index, vector, ["delta", "epsilon"], 3)
+    assert hits
+    for hit in hits:
+        assert hit.sentences is not None
+        assert np.array_equal(hit.sentences, index.sentence_matrix(hit.chunk))
 
 
 @pytest.mark.parametrize("width", [384, 8, 1])

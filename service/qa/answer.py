@@ -142,7 +142,8 @@ def score_sentences(index: SearchIndex, query_vector: np.ndarray, query_terms: S
         first = int(index.sentence_ptr[hit.chunk])
         # As Python floats and sets, read once a passage: per sentence, numpy's scalars and
         # small reads cost more than the arithmetic.
-        cosines = (index.sentence_matrix(hit.chunk) @ query_vector).tolist()
+        matrix = hit.sentences if hit.sentences is not None else index.sentence_matrix(hit.chunk)
+        cosines = (matrix @ query_vector).tolist()
         sets = terms.run(first, first + len(chunk.sentences))
         for p, ((start, end), cos, present) in enumerate(
                 zip(chunk.sentences, cosines, sets, strict=True)):

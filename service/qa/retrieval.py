@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +141,9 @@ class Hit:
     score: float  # fused, 0..1
     dense: float  # cosine
     lexical: float  # raw BM25
+    # The passage's sentence vectors as float32 (SearchIndex.sentence_matrix), when retrieval
+    # read them already: answer scoring then does not read them again.
+    sentences: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def retrieve(index: SearchIndex, query_vector: np.ndarray, query_terms: list[str], k: int,
@@ -159,8 +162,9 @@ def retrieve(index: SearchIndex, query_vector: np.ndarray, query_terms: list[str
     fused = DENSE_WEIGHT * dense / max(float(dense.max()), 1e-6)
     if lex.max() > 0:
         fused += LEXICAL_WEIGHT * lex / float(lex.max())
+    rows, starts, sizes = pool_sentences(index, pool)
     if SENTENCE_WEIGHT:
-        sentence = best_sentence_cosines(index, pool, query_vector)
+        sentence = best_of(rows @ query_vector, starts)
         fused += SENTENCE_WEIGHT * sentence / max(float(sentence.max()), 1e-6)
     fused /= DENSE_WEIGHT + LEXICAL_WEIGHT + SENTENCE_WEIGHT  # a score in 0..1
     order = np.argsort(-fused, kind="stable")
@@ -174,7 +178,8 @@ def retrieve(index: SearchIndex, query_vector: np.ndarray, query_terms: list[str
             float(pool_vectors[h] @ pool_vectors[j]) >= DUPLICATE_COSINE for h in kept
         ):
             continue
-        hits.append(Hit(i, float(fused[j]), float(dense[j]), float(lex[j])))
+        hits.append(Hit(i, float(fused[j]), float(dense[j]), float(lex[j]),
+                        rows[starts[j] : starts[j] + sizes[j]]))
         kept_words.append(words)
         kept.append(int(j))
         if len(hits) == k:
@@ -207,10 +212,22 @@ def refined_search(dense: Any, vectors: np.ndarray | layout.Rows, query_vector: 
 def best_sentence_cosines(index: SearchIndex, chunks: np.ndarray,
                           query_vector: np.ndarray) -> np.ndarray:
     """Each passage's best sentence cosine to the question, in one gather and one product."""
+    rows, starts, _ = pool_sentences(index, chunks)
+    return best_of(rows @ query_vector, starts)
+
+
+def pool_sentences(index: SearchIndex, chunks: np.ndarray,
+                   ) -> tuple[np.ndarray, list[int], list[int]]:
+    """The sentence vectors of the passages, as float32 rows in one gather, with where each
+    passage's rows start and how many there are."""
     lo = index.sentence_ptr[chunks]
     sizes = index.sentence_ptr[chunks + 1] - lo
-    cosines = as_float32(index.sentence_vectors.spans(lo, lo + sizes)) @ query_vector
-    starts = np.cumsum(sizes) - sizes
+    rows = as_float32(index.sentence_vectors.spans(lo, lo + sizes))
+    return rows, (np.cumsum(sizes) - sizes).tolist(), sizes.tolist()
+
+
+def best_of(cosines: np.ndarray, starts: Sequence[int]) -> np.ndarray:
+    """The highest of each passage's run of sentence cosines (runs starting at `starts`)."""
     best: np.ndarray = np.maximum.reduceat(cosines, starts) if len(cosines) else cosines
     return best
 
