@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -162,3 +164,23 @@ def test_hits_carry_the_exhaustive_bm25_scores(tmp_path: Path, fake_encoder: Fak
         assert hits
         for hit in hits:
             assert hit.lexical == float(exhaustive[hit.chunk])
+
+
+def test_a_big_index_searches_beside_bm25_with_the_same_hits(
+        tmp_path: Path, fake_encoder: FakeEncoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = {f"{n}.txt": f"Note {n} on travel, leave and badges. Item {n * 7}." for n in range(30)}
+    index = _index(tmp_path, files, fake_encoder)
+    vector = fake_encoder.encode_queries(["travel badges"])[0]
+    alone = retrieve(index, vector, ["travel", "badg"], 5)
+    threads: list[str] = []
+    search = retrieval.dense_candidates
+
+    def recording(*args: Any) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        return search(*args)
+
+    monkeypatch.setattr(retrieval, "dense_candidates", recording)
+    monkeypatch.setattr(retrieval, "PARALLEL_DENSE_FROM", 0)
+    beside = retrieve(index, vector, ["travel", "badg"], 5)
+    assert threads and threads[0].startswith("dense")
+    assert [(h.chunk, h.score) for h in beside] == [(h.chunk, h.score) for h in alone]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,8 +153,14 @@ def retrieve(index: SearchIndex, query_vector: np.ndarray, query_terms: list[str
     """The k best distinct passages: dense and BM25 candidates, each score scaled by its best
     candidate's, blended, then near-duplicates of better passages dropped."""
     n = min(candidates, len(index.chunks))
-    dense_ids = dense_candidates(index, query_vector, n)
-    lex_ids, lex_scores = index.lexical.candidates(query_terms, n)
+    if index.dense.ntotal >= PARALLEL_DENSE_FROM:
+        # FAISS searches without the GIL: the graph search runs beside BM25's.
+        searching = _dense_pool().submit(dense_candidates, index, query_vector, n)
+        lex_ids, lex_scores = index.lexical.candidates(query_terms, n)
+        dense_ids = searching.result()
+    else:
+        dense_ids = dense_candidates(index, query_vector, n)
+        lex_ids, lex_scores = index.lexical.candidates(query_terms, n)
     pool = np.unique(np.concatenate([dense_ids, lex_ids]))
     if len(pool) == 0:
         return []
@@ -185,6 +193,26 @@ def retrieve(index: SearchIndex, query_vector: np.ndarray, query_terms: list[str
         if len(hits) == k:
             break
     return hits
+
+
+# From this many passages the dense search (HNSW, ~0.5-1 ms) runs in a thread of its own while
+# BM25 runs in the question's: at a million passages the two took 2.1-2.3 ms one after the
+# other and 1.3-1.5 ms side by side. Below it the search takes microseconds and a thread
+# hand-off would cost more than it saves.
+PARALLEL_DENSE_FROM = 100_000
+# A few threads a process, made on first use (so never in a launcher before it forks), shared
+# by every question the process answers at once.
+_DENSE_THREADS = 4
+_dense_executor: ThreadPoolExecutor | None = None
+_dense_lock = threading.Lock()
+
+
+def _dense_pool() -> ThreadPoolExecutor:
+    global _dense_executor
+    with _dense_lock:
+        if _dense_executor is None:
+            _dense_executor = ThreadPoolExecutor(_DENSE_THREADS, thread_name_prefix="dense")
+        return _dense_executor
 
 
 def dense_candidates(index: SearchIndex, query_vector: np.ndarray, n: int) -> np.ndarray:
