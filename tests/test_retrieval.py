@@ -15,9 +15,10 @@ from service.qa import retrieval
 from service.qa.retrieval import (
     SearchIndex,
     as_float32,
-    best_sentence_cosines,
+    best_of,
     check_compatible,
     load_index,
+    pool_sentences,
     retrieve,
 )
 from service.settings import Settings
@@ -104,7 +105,8 @@ def test_best_sentence_cosines_take_each_passages_best(tmp_path: Path,
     index = _index(tmp_path, files, fake_encoder)
     vector = fake_encoder.encode_queries(["delta epsilon"])[0]
     chunks = np.arange(len(index.chunks))
-    best = best_sentence_cosines(index, chunks, vector)
+    rows, starts, _ = pool_sentences(index, chunks)
+    best = best_of(rows @ vector, starts)
     expected = [float((index.sentence_matrix(int(i)) @ vector).max()) for i in chunks]
     assert np.allclose(best, expected, atol=1e-3)
     # Each hit carries the sentence vectors retrieval read for it, the very floats the index

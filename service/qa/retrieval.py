@@ -170,10 +170,10 @@ def retrieve(index: SearchIndex, query_vector: np.ndarray, query_terms: list[str
     fused = DENSE_WEIGHT * dense / max(float(dense.max()), 1e-6)
     if lex.max() > 0:
         fused += LEXICAL_WEIGHT * lex / float(lex.max())
+    # Read for the blend and kept on the hits, whose sentences the answer scores next.
     rows, starts, sizes = pool_sentences(index, pool)
-    if SENTENCE_WEIGHT:
-        sentence = best_of(rows @ query_vector, starts)
-        fused += SENTENCE_WEIGHT * sentence / max(float(sentence.max()), 1e-6)
+    sentence = best_of(rows @ query_vector, starts)
+    fused += SENTENCE_WEIGHT * sentence / max(float(sentence.max()), 1e-6)
     fused /= DENSE_WEIGHT + LEXICAL_WEIGHT + SENTENCE_WEIGHT  # a score in 0..1
     order = np.argsort(-fused, kind="stable")
     hits: list[Hit] = []
@@ -235,13 +235,6 @@ def refined_search(dense: Any, vectors: np.ndarray | layout.Rows, query_vector: 
         exact = np.asarray(vectors[ids], dtype=np.float32) @ query_vector
         ids = ids[np.argsort(-exact, kind="stable")[:n]]
     return ids
-
-
-def best_sentence_cosines(index: SearchIndex, chunks: np.ndarray,
-                          query_vector: np.ndarray) -> np.ndarray:
-    """Each passage's best sentence cosine to the question, in one gather and one product."""
-    rows, starts, _ = pool_sentences(index, chunks)
-    return best_of(rows @ query_vector, starts)
 
 
 def pool_sentences(index: SearchIndex, chunks: np.ndarray,
