@@ -123,7 +123,6 @@ def score_sentences(index: SearchIndex, query_vector: np.ndarray, query_terms: S
         return unknown.get(term, terms.id_of(term))
 
     weights = [(asked(t), index.lexical.term_idf(t)) for t in set(query_terms)]
-    total = sum(w for _, w in weights)  # _share's denominator, the same for every sentence
     # A question's abbreviation is present where the sentence spells it out instead.
     spelled = {asked(a): frozenset(terms.id_of(t) for t in e) for a, e in want.spelled_out}
     undefined = {asked(term): token for token, term in want.undefined}
@@ -154,7 +153,7 @@ def score_sentences(index: SearchIndex, query_vector: np.ndarray, query_terms: S
                     a for a, token in undefined.items() if initials_match(token, sentence)} | {
                     t for a, e in short.items() if a in present for t in e} | {
                     t for n, t in negated.items() if n in present}
-            cov = sum(w for key, w in weights if key in present) / total if total > 0 else 0.0
+            cov = _share(weights, present)
             score = w_cos * cos + w_cov * cov + w_hit * hit.score
             typed = gives(want, sentence)
             score += TYPE_WEIGHT * typed

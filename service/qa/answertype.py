@@ -199,7 +199,7 @@ def gives(want: Want, sentence: str) -> bool:
     words = _WORD.findall(sentence.lower())
 
     def has_number() -> bool:  # asked only by the kinds that need it: every sentence is read
-        return any((w[0].isdigit() or w in _NUMBER_WORDS) and w not in asked for w in words)
+        return any(_is_number(w) and w not in asked for w in words)
 
     if kind is Kind.AMOUNT:
         return "%" in sentence or "$" in sentence or has_number()
@@ -233,7 +233,7 @@ def gives_exactly(want: Want, sentence: str) -> bool:
         return True
     words = _WORD.findall(sentence.lower())
     for i, word in enumerate(words):
-        if not (word[0].isdigit() or word in _NUMBER_WORDS) or word in want.asked:
+        if not _is_number(word) or word in want.asked:
             continue
         following = words[i + 1 : i + 4]
         if any(w in want.units for w in following[:2]):
@@ -241,6 +241,11 @@ def gives_exactly(want: Want, sentence: str) -> bool:
         if want.counted and want.counted & set(lexical.terms(" ".join(following))):
             return True
     return False
+
+
+def _is_number(word: str) -> bool:
+    """A word that states a number: digits ("4", "2.1") or a number word ("four", "half")."""
+    return word[0].isdigit() or word in _NUMBER_WORDS
 
 
 def _names_someone(sentence: str, words: list[str]) -> bool:
