@@ -159,6 +159,10 @@ def plan_batches(texts: Sequence[str], batch_size: int = 32) -> list[list[int]]:
 _PRELOADED: dict[tuple[str, int], Any] = {}
 
 
+def _preload_key(data: bytes, model: ModelInfo) -> tuple[str, int]:
+    return hashlib.sha256(data).hexdigest(), model.max_seq_length
+
+
 def _configured(tokenizer: Any, model: ModelInfo) -> Any:
     tokenizer.enable_truncation(model.max_seq_length)
     tokenizer.enable_padding()
@@ -172,7 +176,7 @@ def _tokenizer(folder: Path, model: ModelInfo) -> Any:
     if not _PRELOADED:  # one process, or a launcher that preloaded nothing
         return _configured(Tokenizer.from_file(str(path)), model)
     data = path.read_bytes()
-    found = _PRELOADED.get((hashlib.sha256(data).hexdigest(), model.max_seq_length))
+    found = _PRELOADED.get(_preload_key(data, model))
     return found if found is not None else _configured(Tokenizer.from_buffer(data), model)
 
 
@@ -183,7 +187,7 @@ def preload_tokenizer(folder: Path, model: ModelInfo) -> None:
     from tokenizers import Tokenizer
 
     data = (folder / TOKENIZER_FILE).read_bytes()
-    key = (hashlib.sha256(data).hexdigest(), model.max_seq_length)
+    key = _preload_key(data, model)
     if key not in _PRELOADED:
         _PRELOADED[key] = _configured(Tokenizer.from_buffer(data), model)
 
